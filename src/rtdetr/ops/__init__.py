@@ -1,0 +1,1 @@
+"""Pure tensor operations (boxes) shared by the model, the loss and the postprocessor."""
