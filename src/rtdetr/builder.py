@@ -1,0 +1,117 @@
+"""Assemble a detector from a config: the one place where presets become modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .config import HGNetv2Config, PResNetConfig, RTDETRConfig, get_config
+from .nn.decoder import RTDETRDecoder
+from .nn.detector import RTDETR
+from .nn.encoder import HybridEncoder
+from .nn.hgnetv2 import HGNetv2
+from .nn.postprocess import PostProcessor
+from .nn.presnet import PResNet
+
+__all__ = ["build_model", "build_backbone", "build_postprocessor"]
+
+
+def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
+    """Backbone exposing ``out_channels`` and ``strides`` of its returned maps."""
+    if isinstance(cfg, PResNetConfig):
+        return PResNet(
+            depth=cfg.depth,
+            variant=cfg.variant,
+            return_idx=cfg.return_idx,
+            freeze_at=cfg.freeze_at,
+            freeze_norm=cfg.freeze_norm,
+        )
+    if isinstance(cfg, HGNetv2Config):
+        return HGNetv2(
+            name=cfg.size,
+            return_idx=cfg.return_idx,
+            freeze_at=cfg.freeze_at,
+            freeze_norm=cfg.freeze_norm,
+            use_lab=cfg.use_lab,
+        )
+    raise TypeError(f"unsupported backbone config {type(cfg).__name__}")
+
+
+def build_model(name: str | RTDETRConfig, *, num_classes: int = 80, **overrides: Any) -> RTDETR:
+    """Build a detector from a preset name (see :func:`rtdetr.list_models`) or a config.
+
+    Args:
+        name: preset name such as ``"rtdetr_r18vd"``, or an :class:`RTDETRConfig`.
+        num_classes: classes of the score heads.
+        **overrides: config fields to change, e.g. ``eval_idx=1``, ``num_queries=100``
+            (see :func:`rtdetr.config.get_config` for the rules).
+
+    Returns:
+        An :class:`RTDETR` in training mode with freshly initialized weights; its
+        resolved config is ``model.config``.
+    """
+    cfg = get_config(name, num_classes=num_classes, **overrides)
+    backbone = build_backbone(cfg.backbone)
+    enc = cfg.encoder
+    encoder = HybridEncoder(
+        in_channels=backbone.out_channels,
+        feat_strides=backbone.strides,
+        hidden_dim=enc.hidden_dim,
+        nhead=enc.nhead,
+        dim_feedforward=enc.dim_feedforward,
+        dropout=enc.dropout,
+        enc_act=enc.enc_act,
+        use_encoder_idx=enc.use_encoder_idx,
+        num_encoder_layers=enc.num_encoder_layers,
+        pe_temperature=enc.pe_temperature,
+        expansion=enc.expansion,
+        depth_mult=enc.depth_mult,
+        act=enc.act,
+        eval_spatial_size=cfg.eval_spatial_size,
+        pos_embed_layout=enc.pos_embed_layout,
+    )
+    dec = cfg.decoder
+    decoder = RTDETRDecoder(
+        num_classes=cfg.num_classes,
+        hidden_dim=dec.hidden_dim,
+        num_queries=dec.num_queries,
+        feat_channels=encoder.out_channels,
+        feat_strides=encoder.out_strides,
+        num_levels=dec.num_levels,
+        num_points=list(dec.num_points) if isinstance(dec.num_points, tuple) else dec.num_points,
+        nhead=dec.nhead,
+        num_layers=dec.num_layers,
+        dim_feedforward=dec.dim_feedforward,
+        dropout=dec.dropout,
+        activation=dec.activation,
+        num_denoising=dec.num_denoising,
+        label_noise_ratio=dec.label_noise_ratio,
+        box_noise_scale=dec.box_noise_scale,
+        learnt_init_query=dec.learnt_init_query,
+        eval_spatial_size=cfg.eval_spatial_size,
+        eval_idx=dec.eval_idx,
+        eps=dec.eps,
+        aux_loss=dec.aux_loss,
+        cross_attn_method=dec.cross_attn_method,
+        query_select_method=dec.query_select_method,
+    )
+    model = RTDETR(backbone, encoder, decoder)
+    model.config = cfg
+    return model
+
+
+def build_postprocessor(
+    model_or_config: RTDETR | RTDETRConfig,
+    *,
+    score_threshold: float | None = None,
+    category_ids: list[int] | None = None,
+) -> PostProcessor:
+    """The postprocessor matching a model (class count and top-K from its config)."""
+    cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
+    return PostProcessor(
+        cfg.num_classes,
+        num_top_queries=cfg.num_top_queries,
+        score_threshold=score_threshold,
+        category_ids=category_ids,
+    )

@@ -1,0 +1,1 @@
+"""Datasets, class tables and transforms."""

@@ -1,0 +1,374 @@
+"""RT-DETR transformer decoder: query selection, deformable decoder layers, per-layer heads.
+
+Data contract (eval, batch B, Q queries, C classes):
+    encoder maps [B, C_i, h_i, w_i] -> pred_logits [B, Q, C], pred_boxes [B, Q, 4]
+    (cxcywh normalized to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .deformable_attention import CrossAttnMethod, MSDeformableAttention
+from .denoising import DenoisingGroup, build_denoising_group
+from .inverse_sigmoid import inverse_sigmoid
+from .layers import MLP, get_activation
+
+__all__ = ["RTDETRDecoder", "TransformerDecoderLayer", "generate_anchors"]
+
+
+def generate_anchors(
+    spatial_shapes: list[tuple[int, int]], *, grid_size: float = 0.05, eps: float = 0.01
+) -> tuple[Tensor, Tensor]:
+    """Anchor boxes for every memory token, in logit space, float32.
+
+    Level l (h x w) has boxes centered on its cells with side ``grid_size * 2**l``.
+    A token is valid when all four coordinates lie in (eps, 1 - eps); invalid ones
+    get +inf so sigmoid maps them to 1. Float32 on purpose: the reference computes
+    anchors in float32 even in a float64 model.
+
+    Returns:
+        anchors [1, S, 4] (cxcywh logits), valid_mask [1, S, 1] bool, S = sum(h * w).
+    """
+    anchors = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        gy, gx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+        )
+        cxcy = (torch.stack([gx, gy], -1) + 0.5) / torch.tensor([w, h], dtype=torch.float32)  # [h, w, 2]
+        wh = torch.full_like(cxcy, grid_size * 2.0**lvl)
+        anchors.append(torch.cat([cxcy, wh], -1).reshape(1, h * w, 4))
+    out = torch.cat(anchors, 1)
+    valid = ((out > eps) & (out < 1 - eps)).all(-1, keepdim=True)
+    out = torch.log(out / (1 - out))
+    return torch.where(valid, out, torch.inf), valid
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Post-norm: self-attention -> deformable cross-attention -> FFN, each with add & LayerNorm."""
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        n_head: int = 8,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        n_levels: int = 3,
+        n_points: int | list[int] = 4,
+        cross_attn_method: CrossAttnMethod = "default",
+    ) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, n_head, dropout=dropout, batch_first=True)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.cross_attn = MSDeformableAttention(d_model, n_head, n_levels, n_points, method=cross_attn_method)
+        self.dropout2 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.activation = get_activation(activation)
+        self.dropout3 = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.dropout4 = nn.Dropout(dropout)
+        self.norm3 = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        reference_boxes: Tensor,
+        memory: Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        attn_mask: Tensor | None,
+        query_pos: Tensor,
+    ) -> Tensor:
+        """tgt [B, Lq, C], reference_boxes [B, Lq, 1, 4], memory [B, S, C], query_pos [B, Lq, C] -> [B, Lq, C]."""
+        q = k = tgt + query_pos
+        attn, _ = self.self_attn(q, k, value=tgt, attn_mask=attn_mask, need_weights=False)
+        tgt = self.norm1(tgt + self.dropout1(attn))
+        cross = self.cross_attn(tgt + query_pos, reference_boxes, memory, spatial_shapes)
+        tgt = self.norm2(tgt + self.dropout2(cross))
+        ffn = self.linear2(self.dropout3(self.activation(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout4(ffn))
+
+
+class TransformerDecoder(nn.Module):
+    """The stack of decoder layers (holds no heads; see :class:`RTDETRDecoder`)."""
+
+    def __init__(self, layers: list[TransformerDecoderLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+def _bias_init_with_prob(prob: float) -> float:
+    return -math.log((1 - prob) / prob)
+
+
+class RTDETRDecoder(nn.Module):
+    """Decoder with uncertainty-minimal query selection and iterative box refinement.
+
+    Args:
+        num_classes: classes predicted (sigmoid per class; no background logit).
+        hidden_dim: decoder width (256).
+        num_queries: queries selected from the encoder tokens (300).
+        feat_channels: channels of the encoder maps (256; 384 for R101).
+        feat_strides: their strides.
+        num_levels: memory levels (extra levels are made by strided convs).
+        num_points: deformable sampling points per level (int or per-level list).
+        num_layers: decoder layers.
+        eval_idx: layer whose heads give the inference output; later layers are
+            skipped (negative counts from the end).
+        num_denoising: denoising queries in training (0 disables).
+        eval_spatial_size: (h, w) whose anchors are precomputed; other sizes are
+            computed on first use and cached.
+        query_select_method: "default" (top-K tokens by max class logit),
+            "one2many" (top-K over token x class pairs) or "agnostic" (single-class
+            score), the RT-DETRv2 options.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 80,
+        hidden_dim: int = 256,
+        num_queries: int = 300,
+        feat_channels: list[int] = (256, 256, 256),
+        feat_strides: list[int] = (8, 16, 32),
+        num_levels: int = 3,
+        num_points: int | list[int] = 4,
+        nhead: int = 8,
+        num_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        num_denoising: int = 100,
+        label_noise_ratio: float = 0.5,
+        box_noise_scale: float = 1.0,
+        learnt_init_query: bool = False,
+        eval_spatial_size: tuple[int, int] | None = (640, 640),
+        eval_idx: int = -1,
+        eps: float = 1e-2,
+        aux_loss: bool = True,
+        cross_attn_method: CrossAttnMethod = "default",
+        query_select_method: str = "default",
+    ) -> None:
+        super().__init__()
+        if len(feat_channels) > num_levels:
+            raise ValueError(f"{len(feat_channels)} feature maps for only {num_levels} levels")
+        if not -num_layers <= eval_idx < num_layers:
+            raise ValueError(f"eval_idx {eval_idx} out of range for {num_layers} decoder layers")
+        if query_select_method not in ("default", "one2many", "agnostic"):
+            raise ValueError(
+                f"query_select_method must be 'default', 'one2many' or 'agnostic', got {query_select_method!r}"
+            )
+        if query_select_method == "agnostic" and num_classes != 1:
+            raise ValueError("query_select_method='agnostic' needs a single-class score head (num_classes=1)")
+        self.num_classes = num_classes
+        self.hidden_dim = hidden_dim
+        self.num_queries = num_queries
+        self.feat_strides = list(feat_strides)
+        self.num_levels = num_levels
+        self.num_layers = num_layers
+        self.eval_idx = eval_idx % num_layers
+        self.num_denoising = num_denoising
+        self.label_noise_ratio = label_noise_ratio
+        self.box_noise_scale = box_noise_scale
+        self.learnt_init_query = learnt_init_query
+        self.eps = eps
+        self.aux_loss = aux_loss
+        self.query_select_method = query_select_method
+        # Missing strides for extra levels continue the doubling.
+        while len(self.feat_strides) < num_levels:
+            self.feat_strides.append(self.feat_strides[-1] * 2)
+
+        self.input_proj = nn.ModuleList()
+        for c in feat_channels:
+            self.input_proj.append(
+                nn.Sequential(OrderedDict(conv=nn.Conv2d(c, hidden_dim, 1, bias=False), norm=nn.BatchNorm2d(hidden_dim)))
+            )
+        c = feat_channels[-1]
+        for _ in range(num_levels - len(feat_channels)):
+            self.input_proj.append(
+                nn.Sequential(
+                    OrderedDict(conv=nn.Conv2d(c, hidden_dim, 3, 2, padding=1, bias=False), norm=nn.BatchNorm2d(hidden_dim))
+                )
+            )
+            c = hidden_dim
+
+        self.decoder = TransformerDecoder(
+            [
+                TransformerDecoderLayer(
+                    hidden_dim, nhead, dim_feedforward, dropout, activation, num_levels, num_points, cross_attn_method
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        if num_denoising > 0:
+            self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
+        if learnt_init_query:
+            self.tgt_embed = nn.Embedding(num_queries, hidden_dim)
+        self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, num_layers=2)
+        self.enc_output = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim))
+        self.enc_score_head = nn.Linear(hidden_dim, num_classes)
+        self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
+        self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
+        self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, num_layers=3) for _ in range(num_layers))
+        self.reset_parameters()
+
+        self._anchor_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        if eval_spatial_size is not None:
+            h, w = eval_spatial_size
+            shapes = [(math.ceil(h / s), math.ceil(w / s)) for s in self.feat_strides]
+            self._anchors(shapes, torch.device("cpu"))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # Class priors start at 1% so the sigmoid focal/VFL losses begin small.
+        bias = _bias_init_with_prob(0.01)
+        nn.init.constant_(self.enc_score_head.bias, bias)
+        nn.init.zeros_(self.enc_bbox_head.layers[-1].weight)
+        nn.init.zeros_(self.enc_bbox_head.layers[-1].bias)
+        for cls_head, box_head in zip(self.dec_score_head, self.dec_bbox_head):
+            nn.init.constant_(cls_head.bias, bias)
+            nn.init.zeros_(box_head.layers[-1].weight)
+            nn.init.zeros_(box_head.layers[-1].bias)
+        nn.init.xavier_uniform_(self.enc_output[0].weight)
+        if self.learnt_init_query:
+            nn.init.xavier_uniform_(self.tgt_embed.weight)
+        nn.init.xavier_uniform_(self.query_pos_head.layers[0].weight)
+        nn.init.xavier_uniform_(self.query_pos_head.layers[1].weight)
+
+    def _anchors(self, spatial_shapes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (tuple(spatial_shapes), str(device))
+        if key not in self._anchor_cache:
+            if len(self._anchor_cache) >= 32:  # bounded: multi-scale training visits ~13 sizes
+                self._anchor_cache.clear()
+            anchors, valid = generate_anchors(spatial_shapes, eps=self.eps)
+            self._anchor_cache[key] = (anchors.to(device), valid.to(device))
+        return self._anchor_cache[key]
+
+    def _flatten_memory(self, feats: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        proj = [p(f) for p, f in zip(self.input_proj, feats)]
+        for i in range(len(feats), self.num_levels):
+            proj.append(self.input_proj[i](feats[-1] if i == len(feats) else proj[-1]))
+        shapes = [(p.shape[2], p.shape[3]) for p in proj]
+        # [B, C, h, w] -> [B, h*w, C], levels concatenated: [B, S, C]
+        memory = torch.cat([p.flatten(2).permute(0, 2, 1) for p in proj], dim=1)
+        return memory, shapes
+
+    def _select_queries(
+        self, memory: Tensor, shapes: list[tuple[int, int]]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Top-K encoder tokens -> (content queries, reference boxes (logits), their enc logits and boxes).
+
+        Invalid (border) tokens are zeroed for selection only; like the reference,
+        the decoder's cross-attention still reads the unmasked memory.
+        """
+        anchors, valid = self._anchors(shapes, memory.device)
+        memory = valid.to(memory.dtype) * memory
+        output_memory = self.enc_output(memory)  # [B, S, C]
+        enc_logits = self.enc_score_head(output_memory)  # [B, S, classes]
+        enc_coord_unact = self.enc_bbox_head(output_memory) + anchors.to(output_memory.dtype)  # [B, S, 4]
+
+        k = self.num_queries
+        if self.query_select_method == "one2many":
+            # top-K over (token, class) pairs; a token may be picked for several classes
+            topk = torch.topk(enc_logits.flatten(1), k, dim=-1).indices // self.num_classes
+        elif self.query_select_method == "agnostic":
+            topk = torch.topk(enc_logits.squeeze(-1), k, dim=-1).indices  # single-class score
+        else:
+            topk = torch.topk(enc_logits.max(-1).values, k, dim=1).indices  # [B, K]
+
+        def take(x: Tensor) -> Tensor:
+            return x.gather(1, topk.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+        ref_unact = take(enc_coord_unact)
+        topk_logits = take(enc_logits)
+        if self.learnt_init_query:
+            target = self.tgt_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        else:
+            target = take(output_memory).detach()
+        return target, ref_unact, topk_logits, ref_unact.sigmoid()
+
+    def forward(self, feats: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict:
+        """Encoder maps -> dict with ``pred_logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4] (cxcywh).
+
+        In training (with targets) the dict also holds ``aux_outputs`` (decoder
+        layers 0..L-2, then the encoder top-K head), and, when denoising queries
+        were made, ``dn_aux_outputs`` (one per layer) and ``dn_meta``.
+        """
+        memory, shapes = self._flatten_memory(feats)
+        dn: DenoisingGroup | None = None
+        if self.training and self.num_denoising > 0:
+            if targets is None:
+                raise ValueError("training-mode forward needs targets (list of dicts with 'labels' and 'boxes')")
+            dn = build_denoising_group(
+                targets,
+                num_classes=self.num_classes,
+                num_queries=self.num_queries,
+                class_embed=self.denoising_class_embed,
+                num_denoising=self.num_denoising,
+                label_noise_ratio=self.label_noise_ratio,
+                box_noise_scale=self.box_noise_scale,
+            )
+        target, ref_unact, enc_logits, enc_boxes = self._select_queries(memory, shapes)
+        attn_mask = None
+        if dn is not None:
+            target = torch.cat([dn.class_embed.to(target.dtype), target], 1)
+            ref_unact = torch.cat([dn.boxes_unact.to(ref_unact.dtype), ref_unact], 1)
+            attn_mask = dn.attn_mask
+        boxes, logits = self._decode(target, ref_unact.detach(), memory, shapes, attn_mask)
+
+        if not self.training:
+            return {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if dn is not None:
+            num_dn = dn.meta["dn_num_split"][0]
+            dn_boxes, boxes = boxes[:, :, :num_dn], boxes[:, :, num_dn:]
+            dn_logits, logits = logits[:, :, :num_dn], logits[:, :, num_dn:]
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [
+                {"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])
+            ] + [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}]
+            if dn is not None:
+                out["dn_aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(dn_logits, dn_boxes)]
+                out["dn_meta"] = dn.meta
+        return out
+
+    def _decode(
+        self,
+        target: Tensor,
+        ref_unact: Tensor,
+        memory: Tensor,
+        shapes: list[tuple[int, int]],
+        attn_mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Run the layers with iterative refinement -> boxes [L', B, Lq, 4], logits [L', B, Lq, C].
+
+        Training returns every layer; eval returns only layer ``eval_idx`` and stops there.
+        """
+        output = target
+        ref_detached = ref_unact.sigmoid()
+        ref = ref_detached
+        out_boxes, out_logits = [], []
+        for i, layer in enumerate(self.decoder.layers):
+            query_pos = self.query_pos_head(ref_detached)
+            output = layer(output, ref_detached.unsqueeze(2), memory, shapes, attn_mask, query_pos)
+            box_delta = self.dec_bbox_head[i](output)
+            new_ref = torch.sigmoid(box_delta + inverse_sigmoid(ref_detached))
+            if self.training:
+                out_logits.append(self.dec_score_head[i](output))
+                # "Look forward twice": the reported box refines the previous layer's box
+                # before detaching, so this layer's loss also trains the previous layer.
+                out_boxes.append(new_ref if i == 0 else torch.sigmoid(box_delta + inverse_sigmoid(ref)))
+            elif i == self.eval_idx:
+                out_logits.append(self.dec_score_head[i](output))
+                out_boxes.append(new_ref)
+                break
+            ref = new_ref
+            ref_detached = new_ref.detach() if self.training else new_ref
+        return torch.stack(out_boxes), torch.stack(out_logits)

@@ -1,0 +1,174 @@
+"""Multi-scale deformable cross-attention (Deformable DETR), in plain PyTorch.
+
+Each query attends to a few sampled points per head and per feature level
+instead of every memory token. Sampling is bilinear ``grid_sample`` (default)
+or, for runtimes without GridSample (RT-DETRv2 "discrete"), a nearest-pixel
+gather. No compiled extension is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MSDeformableAttention", "ms_deformable_attention"]
+
+CrossAttnMethod = Literal["default", "discrete"]
+
+
+def ms_deformable_attention(
+    value: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    num_points: list[int],
+    method: CrossAttnMethod = "default",
+) -> Tensor:
+    """Sample value maps at the given locations and mix the samples with the weights.
+
+    Args:
+        value: [B, S, heads, head_dim], levels flattened row-major and concatenated.
+        spatial_shapes: (h, w) of each level; sum of h * w equals S.
+        sampling_locations: [B, Lq, heads, P, 2], (x, y) normalized to [0, 1],
+            P = sum(num_points) with the points of level 0 first.
+        attention_weights: [B, Lq, heads, P], softmax-normalized over P.
+        num_points: sampling points per level.
+        method: "default" (bilinear, zero padding, align_corners=False) or
+            "discrete" (round to the nearest pixel and gather).
+
+    Returns:
+        [B, Lq, heads * head_dim].
+    """
+    b, _, heads, head_dim = value.shape
+    lq = sampling_locations.shape[1]
+    # [B, S, heads, d] -> [B*heads, d, S], split into levels
+    value_list = value.permute(0, 2, 3, 1).flatten(0, 1).split([h * w for h, w in spatial_shapes], dim=-1)
+    grids = 2 * sampling_locations - 1 if method == "default" else sampling_locations
+    # [B, Lq, heads, P, 2] -> [B*heads, Lq, P, 2], split into levels
+    grid_list = grids.permute(0, 2, 1, 3, 4).flatten(0, 1).split(num_points, dim=-2)
+
+    samples = []
+    for (h, w), value_l, grid_l in zip(spatial_shapes, value_list, grid_list):
+        value_l = value_l.reshape(b * heads, head_dim, h, w)
+        if method == "default":
+            # -> [B*heads, d, Lq, P_l]
+            samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+        else:
+            samples.append(_gather_nearest(value_l, grid_l))
+    # [B, Lq, heads, P] -> [B*heads, 1, Lq, P]
+    weights = attention_weights.permute(0, 2, 1, 3).flatten(0, 1).unsqueeze(1)
+    out = (torch.cat(samples, dim=-1) * weights).sum(-1)  # [B*heads, d, Lq]
+    return out.reshape(b, heads * head_dim, lq).permute(0, 2, 1)
+
+
+def _gather_nearest(value_l: Tensor, loc_l: Tensor) -> Tensor:
+    """value_l [N, d, h, w], loc_l [N, Lq, P, 2] in [0, 1] -> [N, d, Lq, P] at the nearest pixel.
+
+    Coordinates are clamped per axis (x to w-1, y to h-1); the reference clamps
+    both to h-1, which is the same for the square maps it was trained on.
+    """
+    n, d, h, w = value_l.shape
+    lq, p = loc_l.shape[1:3]
+    size = torch.tensor([w, h], device=loc_l.device, dtype=loc_l.dtype)
+    coord = (loc_l * size + 0.5).to(torch.int64)  # truncation == floor for the valid (>= 0) range
+    x = coord[..., 0].clamp(0, w - 1)
+    y = coord[..., 1].clamp(0, h - 1)
+    index = (y * w + x).reshape(n, 1, lq * p).expand(n, d, lq * p)
+    return value_l.flatten(2).gather(2, index).reshape(n, d, lq, p)
+
+
+class MSDeformableAttention(nn.Module):
+    """Deformable cross-attention with 4-d (cx, cy, w, h) reference boxes.
+
+    Sampling location = ref_cxcy + offset / points_of_level * ref_wh * offset_scale.
+
+    Args:
+        embed_dim: query / value width.
+        num_heads: attention heads.
+        num_levels: feature levels in the memory.
+        num_points: sampling points per level (an int for all levels, or a list; RT-DETRv2).
+        method: "default" or "discrete" (RT-DETRv2; freezes the sampling offsets).
+        offset_scale: 0.5 in RT-DETR.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 3,
+        num_points: int | list[int] = 4,
+        *,
+        method: CrossAttnMethod = "default",
+        offset_scale: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.num_points = [num_points] * num_levels if isinstance(num_points, int) else list(num_points)
+        if len(self.num_points) != num_levels:
+            raise ValueError(f"num_points has {len(self.num_points)} entries for {num_levels} levels")
+        self.embed_dim, self.num_heads, self.num_levels = embed_dim, num_heads, num_levels
+        self.method = method
+        self.offset_scale = offset_scale
+        self.total_points = sum(self.num_points)
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * self.total_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * self.total_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        # 1/points for every sampling point, float32 like the reference (exact for powers of two).
+        scale = torch.tensor([1.0 / n for n in self.num_points for _ in range(n)], dtype=torch.float32)
+        self.register_buffer("num_points_scale", scale, persistent=False)
+        self.reset_parameters()
+        if method == "discrete":
+            self.sampling_offsets.requires_grad_(False)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # Offsets start on a ring of directions, one per head, growing with the point index.
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = grid / grid.abs().max(-1, keepdim=True).values  # [heads, 2]
+        scaling = torch.cat([torch.arange(1, n + 1, dtype=torch.float32) for n in self.num_points])
+        bias = grid[:, None, :] * scaling[None, :, None]  # [heads, P, 2]
+        self.sampling_offsets.bias.copy_(bias.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_boxes: Tensor,
+        value: Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> Tensor:
+        """
+        Args:
+            query: [B, Lq, C].
+            reference_boxes: [B, Lq, 1, 4] cxcywh normalized (one box shared by all levels).
+            value: [B, S, C] flattened multi-level memory.
+            spatial_shapes: (h, w) per level.
+
+        Returns:
+            [B, Lq, C].
+        """
+        b, lq = query.shape[:2]
+        heads = self.num_heads
+        value = self.value_proj(value).reshape(b, value.shape[1], heads, self.embed_dim // heads)
+        offsets = self.sampling_offsets(query).reshape(b, lq, heads, self.total_points, 2)
+        weights = F.softmax(self.attention_weights(query).reshape(b, lq, heads, self.total_points), dim=-1)
+        scale = self.num_points_scale.to(query.dtype).unsqueeze(-1)  # [P, 1]
+        # [B, Lq, 1, 1, 2] broadcasts over heads and points
+        ref_cxcy = reference_boxes[:, :, None, :, :2]
+        ref_wh = reference_boxes[:, :, None, :, 2:]
+        locations = ref_cxcy + offsets * scale * ref_wh * self.offset_scale
+        out = ms_deformable_attention(value, spatial_shapes, locations, weights, self.num_points, self.method)
+        return self.output_proj(out)

@@ -1,0 +1,59 @@
+"""The RT-DETR detector: backbone -> hybrid encoder -> decoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["RTDETR", "DetectionOutput"]
+
+
+class DetectionOutput(dict):
+    """Model outputs, readable by key (``out["pred_logits"]``) or attribute (``out.pred_logits``).
+
+    Eval: ``pred_logits`` [B, Q, C] (raw class logits; sigmoid gives scores) and
+    ``pred_boxes`` [B, Q, 4] (cxcywh normalized to [0, 1]).
+    Training adds ``aux_outputs``, ``dn_aux_outputs`` and ``dn_meta`` for the loss.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class RTDETR(nn.Module):
+    """Detector assembled from built parts (see :func:`rtdetr.build_model` for presets).
+
+    Submodules are registered in the reference's order (backbone, decoder,
+    encoder) so ``state_dict()`` matches released checkpoints key for key.
+    """
+
+    def __init__(self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.encoder = encoder
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> DetectionOutput:
+        """images [B, 3, H, W] float in [0, 1] (no mean/std normalization).
+
+        targets (training): per image ``labels`` int64 [N] and ``boxes`` [N, 4]
+        cxcywh normalized; images may have no boxes.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a float batch [B, 3, H, W], got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+        feats = self.encoder(self.backbone(images))
+        return DetectionOutput(self.decoder(feats, targets))
+
+    def deploy(self) -> "RTDETR":
+        """Fuse re-parameterizable blocks (RepVGG) in place for inference; returns self in eval mode."""
+        self.eval()
+        for m in self.modules():
+            if hasattr(m, "convert_to_deploy"):
+                m.convert_to_deploy()
+        return self

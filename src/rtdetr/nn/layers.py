@@ -1,0 +1,175 @@
+"""Small building blocks shared by the backbone, the hybrid encoder and the decoder.
+
+Module and attribute names follow the reference implementation so that released
+checkpoints load with ``strict=True``: a conv-norm unit has children ``conv`` and
+``norm``; a RepVGG block has ``conv1`` (3x3) and ``conv2`` (1x1); an MLP keeps its
+linear layers in ``layers``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+__all__ = [
+    "get_activation",
+    "ConvNormLayer",
+    "RepVggBlock",
+    "CSPRepLayer",
+    "MLP",
+    "freeze_batch_norm",
+]
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def get_activation(name: str | None) -> nn.Module:
+    """Activation module from its name (``None`` -> identity)."""
+    if name is None:
+        return nn.Identity()
+    try:
+        return _ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}") from None
+
+
+class ConvNormLayer(nn.Module):
+    """Conv2d -> BatchNorm2d -> activation. Padding defaults to 'same' for odd kernels."""
+
+    def __init__(
+        self,
+        ch_in: int,
+        ch_out: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        padding: int | None = None,
+        groups: int = 1,
+        bias: bool = False,
+        act: str | None = None,
+    ) -> None:
+        super().__init__()
+        padding = (kernel_size - 1) // 2 if padding is None else padding
+        self.conv = nn.Conv2d(ch_in, ch_out, kernel_size, stride, padding=padding, groups=groups, bias=bias)
+        self.norm = nn.BatchNorm2d(ch_out)
+        self.act = get_activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+def _fuse_conv_norm(unit: ConvNormLayer) -> tuple[Tensor, Tensor]:
+    """Kernel and bias of a single conv equivalent to ``unit.norm(unit.conv(x))`` (eval mode)."""
+    norm = unit.norm
+    std = (norm.running_var + norm.eps).sqrt()
+    scale = norm.weight / std
+    kernel = unit.conv.weight * scale.reshape(-1, 1, 1, 1)
+    bias = norm.bias - norm.running_mean * scale
+    if unit.conv.bias is not None:
+        bias = bias + unit.conv.bias * scale
+    return kernel, bias
+
+
+class RepVggBlock(nn.Module):
+    """act(BN(conv3x3(x)) + BN(conv1x1(x))); folds into one 3x3 conv for deployment.
+
+    After :meth:`convert_to_deploy` the block holds a single biased 3x3 ``conv`` and
+    computes the same function (to float rounding) at a third of the memory traffic.
+    """
+
+    def __init__(self, ch_in: int, ch_out: int, act: str = "relu") -> None:
+        super().__init__()
+        self.ch_in, self.ch_out = ch_in, ch_out
+        self.conv1 = ConvNormLayer(ch_in, ch_out, 3, 1, padding=1)
+        self.conv2 = ConvNormLayer(ch_in, ch_out, 1, 1, padding=0)
+        self.act = get_activation(act)
+
+    @property
+    def deployed(self) -> bool:
+        return hasattr(self, "conv")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deployed:
+            return self.act(self.conv(x))
+        return self.act(self.conv1(x) + self.conv2(x))
+
+    @torch.no_grad()
+    def convert_to_deploy(self) -> None:
+        if self.deployed:
+            return
+        k3, b3 = _fuse_conv_norm(self.conv1)
+        k1, b1 = _fuse_conv_norm(self.conv2)
+        weight = self.conv1.conv.weight
+        conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1, bias=True, device=weight.device, dtype=weight.dtype)
+        conv.weight.copy_(k3 + F.pad(k1, [1, 1, 1, 1]))  # 1x1 kernel sits at the 3x3 center
+        conv.bias.copy_(b3 + b1)
+        self.conv = conv
+        del self.conv1, self.conv2
+
+
+class CSPRepLayer(nn.Module):
+    """Cross-stage-partial block of RepVGG blocks (the CCFF fusion block).
+
+    Two 1x1 branches to ``hidden = int(out * expansion)`` channels; one runs
+    ``num_blocks`` RepVGG blocks; their sum goes through a 1x1 conv to ``out``
+    (identity when ``hidden == out``).
+    """
+
+    def __init__(
+        self, ch_in: int, ch_out: int, num_blocks: int = 3, *, expansion: float = 1.0, act: str = "silu"
+    ) -> None:
+        super().__init__()
+        hidden = int(ch_out * expansion)
+        self.conv1 = ConvNormLayer(ch_in, hidden, 1, 1, act=act)
+        self.conv2 = ConvNormLayer(ch_in, hidden, 1, 1, act=act)
+        self.bottlenecks = nn.Sequential(*[RepVggBlock(hidden, hidden, act=act) for _ in range(num_blocks)])
+        self.conv3 = ConvNormLayer(hidden, ch_out, 1, 1, act=act) if hidden != ch_out else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers with an activation between them (none after the last)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, act: str = "relu") -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = get_activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = self.act(x)
+        return x
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d holding its statistics.
+
+    Frozen BN has no ``num_batches_tracked`` buffer, which is how the reference
+    checkpoints of frozen-norm backbones are laid out. Replacement keeps each
+    child's position, so state-dict key order is unchanged.
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen.weight.copy_(module.weight.detach())
+        frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        new = freeze_batch_norm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module

@@ -1,0 +1,53 @@
+"""Architecture summary: parameter count, FLOPs and output shapes of a detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["ModelSummary", "summarize"]
+
+
+@dataclass
+class ModelSummary:
+    params: int
+    trainable_params: int
+    gflops: float
+    imgsz: tuple[int, int]
+    backbone_shapes: list[tuple[int, ...]]
+    encoder_shapes: list[tuple[int, ...]]
+    output_shapes: dict[str, tuple[int, ...]]
+
+
+@torch.no_grad()
+def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: int = 1) -> ModelSummary:
+    """Run one eval forward on zeros of size ``imgsz`` and count FLOPs.
+
+    GFLOPs are 2 x multiply-accumulates of matmuls and convolutions as counted by
+    ``torch.utils.flop_counter`` (the convention of the paper's table); the few
+    element-wise ops and grid sampling are not counted.
+    """
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        x = torch.zeros(batch, 3, h, w, dtype=param.dtype, device=param.device)
+        feats = model.backbone(x)
+        enc = model.encoder(feats)
+        with FlopCounterMode(display=False) as counter:
+            out = model(x)
+    finally:
+        model.train(was_training)
+    return ModelSummary(
+        params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        gflops=counter.get_total_flops() / batch / 1e9,
+        imgsz=(h, w),
+        backbone_shapes=[tuple(f.shape) for f in feats],
+        encoder_shapes=[tuple(f.shape) for f in enc],
+        output_shapes={k: tuple(v.shape) for k, v in out.items()},
+    )

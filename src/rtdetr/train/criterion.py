@@ -1,0 +1,243 @@
+"""RT-DETR training loss: IoU-aware classification (VFL) plus L1 and GIoU box losses.
+
+The same three losses supervise the final decoder layer, every intermediate
+decoder layer and the encoder's top-K query selection head (each with its own
+Hungarian matching), and the denoising queries (whose matching is known by
+construction). Box losses are normalized by the number of ground-truth boxes in
+the batch, averaged over processes; the denoising losses by that number times
+the number of denoising groups.
+
+Formats: ``pred_logits`` [B, Q, C] raw logits, ``pred_boxes`` [B, Q, 4] cxcywh
+normalized; targets are one dict per image with ``labels`` int64 [N] and
+``boxes`` [N, 4] cxcywh normalized (see :mod:`rtdetr.train.matcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
+from rtdetr.train.matcher import Indices, Targets, validate_targets
+
+__all__ = ["RTDETRCriterion", "total_loss"]
+
+logger = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_vfl", "loss_bbox", "loss_giou")
+
+# One head's predictions: ``pred_logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4].
+Outputs = Mapping[str, Tensor]
+
+
+def total_loss(losses: Mapping[str, Tensor]) -> Tensor:
+    """Sum of the (already weighted) named losses returned by the criterion: a scalar."""
+    if not losses:
+        raise ValueError("no losses to sum")
+    return torch.stack(list(losses.values())).sum()
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    # fp16/bf16 lose too much in log-sigmoid and in sums over B*Q*C terms.
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+class RTDETRCriterion(nn.Module):
+    """Weighted sum of VFL, L1 and GIoU over all heads of RT-DETR.
+
+    Args:
+        matcher: a built :class:`~rtdetr.train.matcher.HungarianMatcher` (or any
+            callable with the same signature).
+        num_classes: C, the number of foreground classes (no background logit).
+        weight_dict: weight per base loss name; only the losses named here are
+            computed. Keys among ``loss_vfl``, ``loss_bbox``, ``loss_giou``.
+        alpha, gamma: VFL focusing parameters for the negatives.
+    """
+
+    def __init__(
+        self,
+        *,
+        matcher: nn.Module,
+        num_classes: int = 80,
+        weight_dict: Mapping[str, float] | None = None,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if weight_dict is None:
+            weight_dict = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+        unknown = set(weight_dict) - set(LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"unknown losses in weight_dict: {sorted(unknown)}; known: {LOSS_NAMES}")
+        self.matcher = matcher
+        self.num_classes = num_classes
+        self.weight_dict = dict(weight_dict)
+        self.alpha = alpha
+        self.gamma = gamma
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, "
+            f"alpha={self.alpha}, gamma={self.gamma}"
+        )
+
+    # ------------------------------------------------------------------ losses
+
+    def loss_vfl(
+        self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float
+    ) -> Tensor:
+        """Varifocal loss (unweighted): BCE towards target score = IoU at the matched class.
+
+        Matched queries are pulled towards the IoU of their box with their target
+        (so the class score also ranks localization quality); every other
+        (query, class) pair is pushed to 0 with the focal weight alpha * p^gamma.
+        Returns a scalar; sum over all B*Q*C terms divided by num_boxes.
+        """
+        logits = outputs["pred_logits"]
+        logits = logits.to(_compute_dtype(logits))
+        batch_idx, query_idx, src_boxes, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
+        iou, _ = box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        iou = iou.diag().detach().to(logits.dtype)
+
+        one_hot = torch.zeros_like(logits)
+        one_hot[batch_idx, query_idx, tgt_labels] = 1.0
+        target_score = torch.zeros_like(logits)
+        target_score[batch_idx, query_idx, tgt_labels] = iou
+        pred_score = logits.detach().sigmoid()
+        weight = self.alpha * pred_score.pow(self.gamma) * (1 - one_hot) + target_score
+        loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
+        # Equal to the reference's loss.mean(1).sum() * Q / num_boxes.
+        return loss.sum() / num_boxes
+
+    def loss_boxes(
+        self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float
+    ) -> dict[str, Tensor]:
+        """L1 on cxcywh and 1 - GIoU on xyxy of the matched pairs (unweighted scalars)."""
+        _, _, src_boxes, tgt_boxes, _ = self._matched(outputs, targets, indices)
+        loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        loss_giou = (1 - giou.diag()).sum() / num_boxes
+        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+    # ----------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _matched(outputs: Outputs, targets: Targets, indices: Indices) -> tuple[Tensor, ...]:
+        """Flatten the per-image matches.
+
+        Returns (batch_idx [K], query_idx [K], predicted boxes [K, 4],
+        target boxes [K, 4], target labels [K]); boxes cxcywh, float32 or wider.
+        """
+        pred_boxes = outputs["pred_boxes"]
+        device = pred_boxes.device
+        batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([q for q, _ in indices]).to(device)
+        src_boxes = pred_boxes[batch_idx, query_idx]
+        src_boxes = src_boxes.to(_compute_dtype(src_boxes))
+        # Indexing with the matcher's CPU indices works for tensors on any device.
+        tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+        tgt_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        return batch_idx, query_idx, src_boxes, tgt_boxes.to(src_boxes), tgt_labels.to(device).long()
+
+    def _weighted(
+        self,
+        outputs: Outputs,
+        targets: Targets,
+        indices: Indices,
+        num_boxes: float,
+        suffix: str,
+    ) -> dict[str, Tensor]:
+        losses: dict[str, Tensor] = {}
+        if "loss_vfl" in self.weight_dict:
+            losses["loss_vfl"] = self.loss_vfl(outputs, targets, indices, num_boxes)
+        if "loss_bbox" in self.weight_dict or "loss_giou" in self.weight_dict:
+            losses.update(self.loss_boxes(outputs, targets, indices, num_boxes))
+        return {k + suffix: v * self.weight_dict[k] for k, v in losses.items() if k in self.weight_dict}
+
+    @staticmethod
+    def num_boxes(targets: Targets, device: torch.device) -> float:
+        """Ground-truth boxes per process (all-reduced mean under torch.distributed), at least 1."""
+        n = float(sum(int(t["boxes"].shape[0]) for t in targets))
+        if not (dist.is_available() and dist.is_initialized()):
+            return max(n, 1.0)  # no tensor, so no host-device sync
+        # Averaging over processes keeps every rank's loss on the same scale.
+        n_t = torch.tensor([n], dtype=torch.float32, device=device)
+        dist.all_reduce(n_t)
+        return (n_t / dist.get_world_size()).clamp(min=1).item()
+
+    @staticmethod
+    def dn_indices(dn_meta: Mapping[str, Any], targets: Targets) -> Indices:
+        """Known matching of denoising queries: group g of image i holds its boxes 0..n_i-1.
+
+        ``dn_positive_idx[i]`` int64 [n_i * dn_num_group] lists the positive
+        denoising queries of image i, group by group, so the targets are
+        arange(n_i) tiled dn_num_group times.
+        """
+        positive, groups = dn_meta["dn_positive_idx"], int(dn_meta["dn_num_group"])
+        if len(positive) != len(targets):
+            raise ValueError(f"dn_positive_idx has {len(positive)} entries for {len(targets)} targets")
+        indices: Indices = []
+        for i, (pos, t) in enumerate(zip(positive, targets)):
+            n = int(t["labels"].shape[0])
+            if n == 0:
+                empty = torch.zeros(0, dtype=torch.int64, device=pos.device)
+                indices.append((empty, empty.clone()))
+                continue
+            if pos.shape[0] != n * groups:
+                raise ValueError(
+                    f"dn_positive_idx[{i}] has {pos.shape[0]} entries, "
+                    f"expected {n} boxes x {groups} groups"
+                )
+            tgt_idx = torch.arange(n, dtype=torch.int64, device=pos.device).repeat(groups)
+            indices.append((pos.long(), tgt_idx))
+        return indices
+
+    # ----------------------------------------------------------------- forward
+
+    def forward(self, outputs: Mapping[str, Any], targets: Targets) -> dict[str, Tensor]:
+        """Compute all weighted losses.
+
+        Args:
+            outputs: ``pred_logits`` [B, Q, C], ``pred_boxes`` [B, Q, 4] (final
+                decoder layer); optional ``aux_outputs`` (list of such dicts:
+                decoder layers 0..L-2, then the encoder top-K head); optional
+                ``dn_aux_outputs`` (one dict per decoder layer, [B, Q_dn, ...])
+                with ``dn_meta`` (``dn_positive_idx``, ``dn_num_group``).
+            targets: B dicts, ``labels`` int64 [N_b], ``boxes`` [N_b, 4] cxcywh.
+
+        Returns:
+            Scalar losses, already multiplied by their weight: ``loss_vfl``,
+            ``loss_bbox``, ``loss_giou``, the same with ``_aux_{i}`` per aux
+            output and ``_dn_{i}`` per denoising output. Sum them with
+            :func:`total_loss`.
+        """
+        bs = outputs["pred_logits"].shape[0]
+        if len(targets) != bs:
+            raise ValueError(f"got {len(targets)} targets for a batch of {bs} predictions")
+        validate_targets(targets, self.num_classes)
+        num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
+        if all(t["boxes"].shape[0] == 0 for t in targets):
+            logger.debug("batch without target boxes: only the negative VFL term is non-zero")
+
+        main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
+        losses = self._weighted(main, targets, self.matcher(main, targets), num_boxes, "")
+
+        for i, aux in enumerate(outputs.get("aux_outputs") or []):
+            indices = self.matcher(aux, targets)
+            losses.update(self._weighted(aux, targets, indices, num_boxes, f"_aux_{i}"))
+
+        dn_outputs = outputs.get("dn_aux_outputs") or []
+        if dn_outputs:
+            if "dn_meta" not in outputs:
+                raise ValueError("outputs has 'dn_aux_outputs' but no 'dn_meta'")
+            dn_meta = outputs["dn_meta"]
+            dn_idx = self.dn_indices(dn_meta, targets)
+            dn_num_boxes = num_boxes * int(dn_meta["dn_num_group"])
+            for i, dn in enumerate(dn_outputs):
+                losses.update(self._weighted(dn, targets, dn_idx, dn_num_boxes, f"_dn_{i}"))
+        return losses

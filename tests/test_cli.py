@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rtdetr.cli import main
+from rtdetr.config import PAPER_RESULTS
+
+
+def test_info_prints_params_gflops_and_shapes(capsys):
+    assert main(["info", "rtdetr_r18vd"]) == 0
+    text = capsys.readouterr().out
+    assert "pred_logits  (1, 300, 80)" in text and "pred_boxes   (1, 300, 4)" in text
+    assert "(1, 512, 20, 20)" in text  # S5 of R18
+
+
+def test_info_table_matches_paper_within_3_percent(capsys):
+    assert main(["info", "--all"]) == 0
+    rows = re.findall(r"\| (rtdetr_\w+) \| ([\d.]+) \| ([\d.]+) \|", capsys.readouterr().out)
+    assert {r[0] for r in rows} >= set(PAPER_RESULTS)
+    for name, params, gflops in rows:
+        paper = PAPER_RESULTS.get(name)
+        if paper is None:
+            continue
+        assert float(params) == pytest.approx(paper["params_m"], rel=0.03), name
+        assert float(gflops) == pytest.approx(paper["gflops"], rel=0.03), name
+
+
+def test_info_unknown_model_is_an_error(capsys):
+    assert main(["info", "rtdetr_nope"]) == 2
+    assert "unknown model" in capsys.readouterr().err
