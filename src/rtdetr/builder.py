@@ -38,18 +38,23 @@ def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
     raise TypeError(f"unsupported backbone config {type(cfg).__name__}")
 
 
-def build_model(name: str | RTDETRConfig, *, num_classes: int = 80, **overrides: Any) -> RTDETR:
+def build_model(
+    name: str | RTDETRConfig, *, num_classes: int = 80, weights: str | None = None, **overrides: Any
+) -> RTDETR:
     """Build a detector from a preset name (see :func:`rtdetr.list_models`) or a config.
 
     Args:
         name: preset name such as ``"rtdetr_r18vd"``, or an :class:`RTDETRConfig`.
         num_classes: classes of the score heads.
+        weights: optional weights to load (see :func:`rtdetr.weights.load_weights`:
+            a registry tag such as ``"coco"``, a local file or directory, a URL, or
+            ``"hf:ORG/NAME"``).
         **overrides: config fields to change, e.g. ``eval_idx=1``, ``num_queries=100``
             (see :func:`rtdetr.config.get_config` for the rules).
 
     Returns:
-        An :class:`RTDETR` in training mode with freshly initialized weights; its
-        resolved config is ``model.config``.
+        An :class:`RTDETR` in training mode; freshly initialized unless ``weights``
+        is given. Its resolved config is ``model.config``.
     """
     cfg = get_config(name, num_classes=num_classes, **overrides)
     backbone = build_backbone(cfg.backbone)
@@ -98,6 +103,10 @@ def build_model(name: str | RTDETRConfig, *, num_classes: int = 80, **overrides:
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg
+    if weights is not None:
+        from .weights import load_weights  # deferred: pulls in download machinery
+
+        load_weights(model, weights)
     return model
 
 
