@@ -1,0 +1,350 @@
+"""The training loop: one object that owns model, optimizer, EMA, data loaders and checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from ..nn.postprocess import PostProcessor
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, to_plain
+from .criterion import RTDETRCriterion, total_loss
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .matcher import HungarianMatcher
+from .optim import ModelEMA, WarmupSchedule, build_optimizer
+from .train_config import TrainConfig
+
+__all__ = ["Trainer", "TrainingDiverged", "evaluate", "autocast_context"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the loss term."""
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
+    if not enabled:
+        return contextlib.nullcontext()
+    if dtype == "auto":
+        dtype = "float16" if device.type == "cuda" else "bfloat16"
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
+def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # progress bars are a nicety
+        return iterable
+    return tqdm(iterable, dynamic_ncols=True, **kwargs)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    postprocessor: PostProcessor,
+    evaluator: Any,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    amp_dtype: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """COCO metrics of ``model`` on ``loader`` (targets carry ``image_id`` and ``orig_size`` (w, h)).
+
+    ``evaluator`` accumulates per-image predictions with dataset category ids
+    (the postprocessor maps labels through its ``category_ids``).
+    """
+    was_training = model.training
+    model.eval()
+    for images, targets in _progress(loader, progress, desc="eval", leave=False):
+        images = images.to(device, non_blocking=True)
+        with autocast_context(device, amp, amp_dtype):
+            outputs = model(images)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
+        results = postprocessor(outputs, sizes)
+        evaluator.update(
+            [{"image_id": int(t["image_id"]), **{k: v.cpu() for k, v in r.items()}} for t, r in zip(targets, results)]
+        )
+    model.train(was_training)
+    evaluator.synchronize()  # every rank ends up with all detections
+    return evaluator.compute()
+
+
+class Trainer:
+    """Trains an RT-DETR model with the paper's recipe (see :class:`TrainConfig`).
+
+    Args:
+        model: an (unwrapped) detector, e.g. from :func:`rtdetr.build_model`.
+        train_dataset: yields (image float [3, S, S] in [0, 1], target dict with
+            ``labels`` int64 [N], ``boxes`` cxcywh normalized [N, 4], ``image_id``, ``orig_size``).
+        val_dataset: same format; evaluation needs ``make_evaluator`` too.
+        collate_fn: batches samples into (images [B, 3, S, S], list of targets);
+            objects with ``set_epoch(epoch)`` (collator, dataset, transforms) are told the epoch.
+        make_evaluator: returns a fresh COCO evaluator for ``val_dataset``.
+        class_names / category_ids: stored in checkpoints so predictions carry names.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dataset: Dataset,
+        *,
+        config: TrainConfig,
+        collate_fn: Callable,
+        val_dataset: Dataset | None = None,
+        val_collate_fn: Callable | None = None,
+        make_evaluator: Callable[[], Any] | None = None,
+        criterion: nn.Module | None = None,
+        class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
+        dist_info: DistInfo | None = None,
+    ) -> None:
+        self.cfg = config
+        self.dist = dist_info or init_distributed(config.device)
+        self.device = self.dist.device
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormals made CPU steps ~14x slower
+        self.out_dir = Path(config.out_dir)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+
+        self.model = model.to(self.device)
+        num_classes = model.config.num_classes
+        if config.freeze_backbone:
+            model.backbone.requires_grad_(False)
+        if config.sync_bn and self.dist.world_size > 1 and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.train_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            # find_unused_parameters: with no boxes on a rank there are no denoising queries,
+            # so the denoising embedding gets no gradient there.
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        self.criterion = (criterion or RTDETRCriterion(matcher=HungarianMatcher(), num_classes=num_classes)).to(self.device)
+        self.optimizer = build_optimizer(
+            self.model, lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, betas=config.betas
+        )
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.collate_fn, self.val_collate_fn = collate_fn, val_collate_fn or collate_fn
+        self.make_evaluator = make_evaluator
+        self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.accumulate)
+        self.scheduler = WarmupSchedule(
+            self.optimizer,
+            warmup_iters=config.warmup_iters,
+            total_iters=self.steps_per_epoch * config.epochs,
+            schedule=config.lr_schedule,
+        )
+        use_scaler = config.amp and self.device.type == "cuda" and config.amp_dtype in ("auto", "float16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.ema = ModelEMA(self.model, decay=config.ema_decay, warmups=config.ema_warmup) if config.ema else None
+        self.postprocessor = PostProcessor(
+            num_classes, num_top_queries=model.config.num_top_queries, category_ids=category_ids
+        ).to(self.device)
+        self.class_names, self.category_ids = class_names, category_ids
+        self.epoch, self.step = 0, 0
+        self.best_ap = -1.0
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------- data
+    def _batches_per_epoch(self) -> int:
+        per_rank = math.ceil(len(self.train_dataset) / self.dist.world_size)
+        n = per_rank // self.cfg.batch_size if per_rank >= self.cfg.batch_size else 1
+        return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        if self.dist.world_size > 1:
+            sampler = DistributedSampler(self.train_dataset, shuffle=True, seed=self.cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            # A generator per epoch: the order depends on (seed, epoch) only, so a resumed
+            # run sees exactly the batches the uninterrupted run would have.
+            sampler = RandomSampler(self.train_dataset, generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.cfg.num_workers,
+            drop_last=len(self.train_dataset) >= self.cfg.batch_size * self.dist.world_size,
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def val_loader(self) -> DataLoader:
+        ds = self.val_dataset
+        sampler = DistributedSampler(ds, shuffle=False) if self.dist.world_size > 1 else SequentialSampler(ds)
+        return DataLoader(
+            ds, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=self.val_collate_fn,
+            num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+
+    def _set_epoch(self, epoch: int) -> None:
+        for obj in (self.collate_fn, self.train_dataset, getattr(self.train_dataset, "transforms", None)):
+            if obj is not None and hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    # ------------------------------------------------------------- training
+    def train_one_epoch(self, epoch: int, deadline: float | None = None) -> dict[str, float]:
+        cfg, model = self.cfg, self.train_model
+        model.train()
+        if cfg.freeze_backbone:
+            self.model.backbone.eval()
+        loader = self._train_loader(epoch)
+        total_batches = self._batches_per_epoch()
+        sums: dict[str, float] = {}
+        seen, batches, t0 = 0, 0, time.perf_counter()
+        bar = _progress(loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, targets) in enumerate(bar):
+            if i >= total_batches:
+                break
+            images = images.to(self.device, non_blocking=True)
+            targets = _to_device(targets, self.device)
+            with autocast_context(self.device, cfg.amp, cfg.amp_dtype):
+                outputs = model(images, targets)
+            losses = self.criterion(outputs, targets)
+            loss = total_loss(losses)
+            if not torch.isfinite(loss):
+                bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+                raise TrainingDiverged(
+                    f"non-finite loss at epoch {epoch + 1}, iteration {i}, optimizer step {self.step}: "
+                    f"{', '.join(f'{k}={losses[k].item()}' for k in bad)}; lower the lr or check the data"
+                )
+            self.scaler.scale(loss / cfg.accumulate).backward()
+            if (i + 1) % cfg.accumulate == 0 or i + 1 == total_batches:
+                if cfg.clip_max_norm > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.model)
+            seen += images.shape[0]
+            batches += 1
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
+                if k in losses:
+                    sums[k] = sums.get(k, 0.0) + losses[k].item()
+            if hasattr(bar, "set_postfix"):
+                rate = seen * self.dist.world_size / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}", img_s=f"{rate:.1f}")
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        stats = {k: v / max(1, batches) for k, v in sums.items()}
+        stats = all_reduce_mean(stats, self.device)
+        stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, time.perf_counter() - t0)
+        stats["lr"] = self.optimizer.param_groups[-1]["lr"]
+        return stats
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict[str, Any]:
+        if self.val_dataset is None or self.make_evaluator is None:
+            return {}
+        return evaluate(
+            self.eval_model(), self.val_loader(), self.postprocessor, self.make_evaluator(), self.device,
+            amp=self.cfg.amp, amp_dtype=self.cfg.amp_dtype, progress=self.cfg.progress and self.dist.is_main,
+        )  # fmt: skip
+
+    def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
+        """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming)."""
+        if resume is not None:
+            self.load_state(load_checkpoint(resume, map_location=self.device))
+            log.info("resumed from %s at epoch %d (step %d)", resume, self.epoch + 1, self.step)
+        deadline = time.perf_counter() + self.cfg.max_time_s if self.cfg.max_time_s else None
+        while self.epoch < self.cfg.epochs:
+            epoch = self.epoch
+            self._set_epoch(epoch)
+            stats = self.train_one_epoch(epoch, deadline)
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            metrics = {}
+            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs or out_of_time:
+                metrics = self.evaluate()
+            self.epoch = epoch + 1
+            record = {"epoch": self.epoch, "step": self.step, **stats, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+            self.history.append(record)
+            if self.dist.is_main:
+                self._log_record(record)
+                self._save(metrics)
+            barrier()
+            if out_of_time:
+                log.info("time budget of %.0f s spent after %d epoch(s)", self.cfg.max_time_s, self.epoch)
+                break
+        return self.history
+
+    # ---------------------------------------------------------- checkpoints
+    def state(self, metrics: dict | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_ap": self.best_ap,
+            "rng": capture_rng_state(),
+            "config": to_plain(self.model.config),
+            "train_config": to_plain(self.cfg),
+            "class_names": self.class_names,
+            "category_ids": self.category_ids,
+            "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_ap = float(state.get("best_ap", -1.0))
+        restore_rng_state(state["rng"])
+
+    def _save(self, metrics: dict) -> None:
+        state = self.state(metrics)
+        save_checkpoint(state, self.out_dir / "last.pt")
+        ap = metrics.get("AP")
+        if isinstance(ap, (int, float)) and ap > self.best_ap:
+            self.best_ap = ap
+            state["best_ap"] = ap
+            save_checkpoint(state, self.out_dir / "best.pt")
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+        log.info("epoch %d: %s", record["epoch"], shown)
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})

@@ -1,0 +1,128 @@
+"""Optimizer parameter groups, the warmup learning-rate schedule and the weight EMA.
+
+Reference recipe: AdamW (lr 1e-4, betas (0.9, 0.999), weight decay 1e-4), the
+backbone at a lower lr (1e-5 for v1), no weight decay on norms and biases,
+linear warmup over 2000 iterations, then a flat lr; EMA decay 0.9999 with a
+2000-update warmup.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["build_param_groups", "build_optimizer", "WarmupSchedule", "ModelEMA"]
+
+
+def build_param_groups(
+    model: nn.Module, *, lr: float, backbone_lr: float, weight_decay: float
+) -> list[dict]:
+    """Four groups: backbone / rest x decayed / not decayed.
+
+    Norm scales, norm shifts and every bias are 1-D tensors; decaying them only
+    pulls activations toward zero, so they get no weight decay (the reference's
+    rule for encoder and decoder, and for the backbone norms of R18/R34).
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("backbone.") or ".backbone." in name, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_backbone, no_decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": backbone_lr if is_backbone else lr,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if no_decay else ''}",
+            }
+        )
+    return out
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float = 1e-4,
+    backbone_lr: float = 1e-5,
+    weight_decay: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
+    groups = build_param_groups(model, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """Per-optimizer-step lr factor: linear warmup, then flat (reference) or cosine to ``min_factor``.
+
+    Warmup factor at step s is min(1, (s + 1) / warmup_iters), as in the reference.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        warmup_iters: int = 2000,
+        total_iters: int | None = None,
+        schedule: str = "flat",
+        min_factor: float = 0.05,
+    ) -> None:
+        if schedule not in ("flat", "cosine"):
+            raise ValueError(f"lr schedule must be 'flat' or 'cosine', got {schedule!r}")
+        if schedule == "cosine" and not total_iters:
+            raise ValueError("a cosine schedule needs total_iters")
+        self.warmup_iters, self.total_iters, self.schedule, self.min_factor = warmup_iters, total_iters, schedule, min_factor
+        super().__init__(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup_iters) if self.warmup_iters > 0 else 1.0
+        if self.schedule == "flat":
+            return warm
+        progress = min(1.0, step / max(1, self.total_iters))
+        return warm * (self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class ModelEMA:
+    """Exponential moving average of a model's state (parameters and buffers).
+
+    decay_t = decay * (1 - exp(-t / warmups)): early updates follow the model
+    closely, later ones average over ~1 / (1 - decay) steps.
+    """
+
+    def __init__(self, model: nn.Module, *, decay: float = 0.9999, warmups: int = 2000) -> None:
+        self.module = copy.deepcopy(_unwrap(model)).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.warmups, self.updates = decay, warmups, 0
+
+    def current_decay(self) -> float:
+        if self.warmups <= 0:
+            return self.decay
+        return self.decay * (1 - math.exp(-self.updates / self.warmups))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.current_decay()
+        source = _unwrap(model).state_dict()
+        for key, value in self.module.state_dict().items():
+            if value.is_floating_point():
+                value.mul_(d).add_(source[key].detach().to(value.dtype), alpha=1 - d)
+            else:
+                value.copy_(source[key])
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "warmups": self.warmups}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state.get("updates", 0))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,56 @@
+"""Settings of one training run (what to run, not what the model is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the reference COCO recipe; batch_size is per process.
+
+    Attributes:
+        epochs: total epochs (72 = the paper's 6x schedule).
+        stop_epoch: from this epoch on, strong augmentation and multi-scale are off
+            (RT-DETRv2 "dynamic augmentation"); None keeps them on throughout.
+        accumulate: micro-batches per optimizer step (gradient accumulation).
+        amp: mixed precision; ``amp_dtype`` "auto" is bf16 on CPU, fp16 on CUDA.
+        clip_max_norm: gradient-norm clip (0 disables).
+        warmup_iters / lr_schedule: linear warmup over optimizer steps, then "flat"
+            (reference) or "cosine" (better for short runs).
+        ema_decay / ema_warmup: weight EMA; evaluation and ``best.pt`` use the EMA.
+        freeze_backbone: train encoder and decoder only (backbone weights and BN fixed).
+        max_time_s: stop (and evaluate) once this wall-clock budget is spent.
+        max_steps_per_epoch: cap iterations per epoch (quick tests and demos).
+    """
+
+    epochs: int = 72
+    batch_size: int = 4
+    imgsz: int = 640
+    lr: float = 1e-4
+    backbone_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_iters: int = 2000
+    lr_schedule: str = "flat"
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmup: int = 2000
+    clip_max_norm: float = 0.1
+    amp: bool = False
+    amp_dtype: str = "auto"
+    accumulate: int = 1
+    stop_epoch: int | None = None
+    multi_scale: bool = True
+    num_workers: int = 2
+    seed: int = 0
+    eval_every: int = 1
+    freeze_backbone: bool = False
+    sync_bn: bool = False
+    device: str = "auto"
+    out_dir: str = "runs/train"
+    max_time_s: float | None = None
+    max_steps_per_epoch: int | None = None
+    progress: bool = True

@@ -1,0 +1,133 @@
+"""Training engine: exact resume, divergence reporting, atomic checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import rtdetr
+from rtdetr.train.checkpoint import load_checkpoint, save_checkpoint
+from rtdetr.train.engine import Trainer, TrainingDiverged
+from rtdetr.train.train_config import TrainConfig
+
+
+class TinyBoxes(Dataset):
+    """Deterministic random images with 0-3 boxes each (some images empty)."""
+
+    def __init__(self, n: int = 6, size: int = 96, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            k = i % 4
+            cxcy = 0.25 + 0.5 * torch.rand(k, 2, generator=g)
+            wh = 0.1 + 0.2 * torch.rand(k, 2, generator=g)
+            target = {
+                "labels": torch.randint(0, 3, (k,), generator=g),
+                "boxes": torch.cat([cxcy, wh], 1),
+                "image_id": torch.tensor(i),
+                "orig_size": torch.tensor([size, size]),
+            }
+            self.items.append((torch.rand(3, size, size, generator=g), target))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        image, target = self.items[i]
+        # a little randomness drawn from the global RNG, like real augmentation
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, target
+
+
+def collate(batch):
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def _trainer(tmp_path: Path, epochs: int, **kw) -> Trainer:
+    torch.manual_seed(0)
+    model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=2, imgsz=96, warmup_iters=2, ema_warmup=2, num_workers=0,
+        out_dir=str(tmp_path), progress=False, device="cpu", **kw,
+    )  # fmt: skip
+    return Trainer(model, TinyBoxes(), config=cfg, collate_fn=collate)
+
+
+def _assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_is_exact(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=2)
+    full.fit()
+
+    first = _trainer(tmp_path / "split", epochs=1)
+    first.fit()
+    ckpt = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 3
+    assert set(ckpt) >= {"model", "ema", "optimizer", "lr_scheduler", "scaler", "rng", "config", "train_config"}
+    assert "module" in ckpt["ema"]
+
+    torch.manual_seed(123)  # a fresh process would start from some other RNG state
+    resumed = _trainer(tmp_path / "split", epochs=2)
+    resumed.fit(resume=tmp_path / "split" / "last.pt")
+    assert resumed.epoch == 2 and resumed.step == full.step == 6
+    _assert_same_state(full.model.state_dict(), resumed.model.state_dict())
+    _assert_same_state(full.ema.module.state_dict(), resumed.ema.module.state_dict())
+    # and training really changed the weights
+    fresh = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20).state_dict()
+    assert not torch.equal(fresh["decoder.enc_score_head.weight"], full.model.state_dict()["decoder.enc_score_head.weight"])
+
+
+def test_non_finite_loss_names_step_and_term(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1)
+    real = trainer.criterion.forward
+
+    def poisoned(outputs, targets):
+        losses = real(outputs, targets)
+        losses["loss_giou_aux_1"] = losses["loss_giou_aux_1"] * float("nan")
+        return losses
+
+    trainer.criterion.forward = poisoned
+    with pytest.raises(TrainingDiverged, match=r"iteration 0.*loss_giou_aux_1=nan"):
+        trainer.fit()
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_param_groups_and_frozen_backbone(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1, freeze_backbone=True, backbone_lr=1e-5, lr=1e-4)
+    names = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert set(names) == {"head", "head_no_decay"}  # frozen backbone is not optimized
+    assert names["head_no_decay"]["weight_decay"] == 0.0 and names["head"]["weight_decay"] == 1e-4
+    before = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+    trainer.fit()
+    _assert_same_state(before, trainer.model.backbone.state_dict())  # BN statistics too
