@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -21,6 +20,7 @@ from .criterion import RTDETRCriterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from .matcher import HungarianMatcher
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
+from .run_logger import RunLogger
 from .train_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingDiverged", "evaluate", "autocast_context"]
@@ -166,6 +166,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.best_ap = -1.0
         self.history: list[dict[str, Any]] = []
+        self.run_logger = RunLogger(self.out_dir) if self.dist.is_main else None
 
     # ----------------------------------------------------------------- data
     def _batches_per_epoch(self) -> int:
@@ -289,13 +290,15 @@ class Trainer:
             self.epoch = epoch + 1
             record = {"epoch": self.epoch, "step": self.step, **stats, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
             self.history.append(record)
-            if self.dist.is_main:
-                self._log_record(record)
+            if self.run_logger is not None:
+                self.run_logger.log(record)
                 self._save(metrics)
             barrier()
             if out_of_time:
                 log.info("time budget of %.0f s spent after %d epoch(s)", self.cfg.max_time_s, self.epoch)
                 break
+        if self.run_logger is not None:
+            self.run_logger.close()
         return self.history
 
     # ---------------------------------------------------------- checkpoints
@@ -337,12 +340,6 @@ class Trainer:
             self.best_ap = ap
             state["best_ap"] = ap
             save_checkpoint(state, self.out_dir / "best.pt")
-
-    def _log_record(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
-        log.info("epoch %d: %s", record["epoch"], shown)
 
 
 def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
