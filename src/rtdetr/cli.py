@@ -57,6 +57,114 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
+    from .train.train_config import TrainConfig
+
+    fields = dict(
+        epochs=args.epochs, batch_size=args.batch_size, imgsz=args.imgsz, lr=args.lr, backbone_lr=args.backbone_lr,
+        warmup_iters=args.warmup_iters, lr_schedule=args.lr_schedule, amp=args.amp, accumulate=args.accumulate,
+        stop_epoch=args.stop_epoch, multi_scale=not args.no_multi_scale, num_workers=args.workers, seed=args.seed,
+        freeze_backbone=args.freeze_backbone, device=args.device, out_dir=args.out, max_time_s=args.max_time,
+        ema_warmup=args.ema_warmup, sync_bn=args.sync_bn,
+    )  # fmt: skip
+    fields.update(extra)
+    return TrainConfig(**fields)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.launch import build_trainer
+
+    trainer = build_trainer(args.model, args.data, _train_config(args), weights=args.weights)
+    resume = None
+    if args.resume:
+        resume = args.resume if args.resume != "auto" else str(trainer.out_dir / "last.pt")
+    history = trainer.fit(resume=resume)
+    if trainer.dist.is_main and history:
+        _print_metrics(trainer.history[-1])
+        print(f"checkpoints and logs: {trainer.out_dir}")
+    return 0
+
+
+def _print_metrics(record: dict) -> None:
+    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100") if k in record]
+    if keys:
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "---:|" * len(keys))
+        print("| " + " | ".join(f"{record[k]:.3f}" for k in keys) + " |")
+
+
+def _load_model_arg(name_or_file: str, weights: str | None, num_classes: int | None = None):
+    from pathlib import Path
+
+    from . import build_model
+    from .train.launch import model_from_checkpoint
+
+    if Path(name_or_file).is_file():
+        return model_from_checkpoint(name_or_file)
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    return build_model(name_or_file, weights=weights, **kwargs)
+
+
+def _cmd_val(args: argparse.Namespace) -> int:
+    from .data import resolve_dataset
+    from .eval import format_metrics_table
+    from .train.launch import validate
+
+    spec = resolve_dataset(args.data)
+    model = _load_model_arg(args.model, args.weights, num_classes=spec.num_classes)
+    metrics, evaluator = validate(
+        model, args.data, split=args.split, imgsz=args.imgsz, batch_size=args.batch_size,
+        num_workers=args.workers, device=args.device, amp=args.amp,
+    )  # fmt: skip
+    print(format_metrics_table(metrics))
+    if args.save_json:
+        evaluator.save_results(args.save_json)
+        print(f"COCO results json: {args.save_json}")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data import generate_synthetic_dataset
+
+    out = generate_synthetic_dataset(
+        args.out, num_train=args.train, num_val=args.val, imgsz=args.imgsz, seed=args.seed, num_classes=args.classes
+    )
+    print(f"wrote synthetic COCO dataset to {out} ({args.train} train / {args.val} val images)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, minutes=args.minutes, model_name=args.model, imgsz=args.imgsz, device=args.device)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="rtdetr_r18vd", help="preset name (see `rtdetr info`)")
+    p.add_argument("--data", required=True, help="COCO folder, COCO yaml or YOLO data.yaml")
+    p.add_argument("--epochs", type=int, default=72)
+    p.add_argument("--batch-size", type=int, default=4, help="per process")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--backbone-lr", type=float, default=1e-5)
+    p.add_argument("--warmup-iters", type=int, default=2000)
+    p.add_argument("--ema-warmup", type=int, default=2000)
+    p.add_argument("--lr-schedule", choices=["flat", "cosine"], default="flat")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--stop-epoch", type=int, default=None, help="strong aug + multi-scale off from this epoch")
+    p.add_argument("--no-multi-scale", action="store_true")
+    p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/train", help="run directory (checkpoints, logs, curves)")
+    p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
+    p.add_argument("--weights", default=None, help="initialize from a checkpoint (class count may differ)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, help="resume from OUT/last.pt or a given file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR object detection")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -68,6 +176,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
     p.add_argument("--num-classes", type=int, default=80)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("train", help="train or fine-tune on a COCO / YOLO dataset (torchrun for several processes)")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("val", help="COCO mAP of a model on a dataset split")
+    p.add_argument("--model", required=True, help="preset name or one of our training checkpoints")
+    p.add_argument("--weights", default=None, help="weights for a preset name")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--save-json", default=None, help="write COCO results json here")
+    p.set_defaults(func=_cmd_val)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("synth", help="write the synthetic COCO-format dataset")
+    q.add_argument("out")
+    q.add_argument("--train", type=int, default=500)
+    q.add_argument("--val", type=int, default=100)
+    q.add_argument("--imgsz", type=int, default=320)
+    q.add_argument("--classes", type=int, default=6)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_data_synth)
+
+    p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=4.0, help="training budget")
+    p.add_argument("--model", default="rtdetr_r18vd")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -154,8 +154,9 @@ class DetectionDataset(Dataset):
         boxes = record.boxes.astype(np.float32, copy=True)
         if self.normalized_boxes:
             boxes *= np.array([w, h, w, h], dtype=np.float32)
+        boxes_t = torch.from_numpy(boxes).reshape(-1, 4)
         target = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes).reshape(-1, 4), format="XYXY", canvas_size=(h, w)),
+            "boxes": tv_tensors.BoundingBoxes(boxes_t, format="XYXY", canvas_size=(h, w)),
             "labels": torch.from_numpy(record.labels.astype(np.int64, copy=True)),
             "image_id": torch.tensor(record.image_id, dtype=torch.int64),
             "orig_size": torch.tensor([w, h], dtype=torch.int64),

@@ -154,7 +154,8 @@ class CocoDetection(DetectionDataset):
                 continue
             label = label_of.get(ann.get("category_id"))
             if label is None:
-                issues.error("annotations with an unknown category id", f"{where} (category_id {ann.get('category_id')})")
+                unknown = f"{where} (category_id {ann.get('category_id')})"
+                issues.error("annotations with an unknown category id", unknown)
                 continue
             box = ann.get("bbox")
             if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):

@@ -91,5 +91,6 @@ def load_image(path: str | Path, *, exif: bool = True) -> tv_tensors.Image:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot decode image {path}: {exc}") from exc
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    # np.array copies: PIL-backed arrays are read-only, which torch warns about.
+    tensor = torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).contiguous()
     return tv_tensors.Image(tensor)

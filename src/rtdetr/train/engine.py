@@ -166,6 +166,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.best_ap = -1.0
         self.history: list[dict[str, Any]] = []
+        self.last_metrics: dict[str, Any] = {}  # full result of the latest evaluation (per-class table too)
         self.run_logger = RunLogger(self.out_dir) if self.dist.is_main else None
 
     # ----------------------------------------------------------------- data
@@ -287,6 +288,7 @@ class Trainer:
             metrics = {}
             if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs or out_of_time:
                 metrics = self.evaluate()
+                self.last_metrics = metrics
             self.epoch = epoch + 1
             record = {"epoch": self.epoch, "step": self.step, **stats, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
             self.history.append(record)
