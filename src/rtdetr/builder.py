@@ -75,6 +75,7 @@ def build_model(
         act=enc.act,
         eval_spatial_size=cfg.eval_spatial_size,
         pos_embed_layout=enc.pos_embed_layout,
+        checkpoint_layout=cfg.checkpoint_layout,
     )
     dec = cfg.decoder
     decoder = RTDETRDecoder(
@@ -100,6 +101,7 @@ def build_model(
         aux_loss=dec.aux_loss,
         cross_attn_method=dec.cross_attn_method,
         query_select_method=dec.query_select_method,
+        checkpoint_layout=cfg.checkpoint_layout,
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg

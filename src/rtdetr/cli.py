@@ -16,6 +16,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .config import PAPER_RESULTS
     from .summary import summarize
 
+    table = args.all or args.table
     names = list_models() if args.all else args.models
     if not names:
         print("available models:\n  " + "\n  ".join(list_models()))
@@ -32,7 +33,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         s = summarize(model, args.imgsz)
         paper = PAPER_RESULTS.get(name, {})
         rows.append((name, s, paper))
-        if not args.all:
+        if not table:
             cfg = model.config
             print(f"{name}")
             print(f"  backbone     {type(model.backbone).__name__} {cfg.backbone}")
@@ -48,7 +49,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             for k, v in s.output_shapes.items():
                 print(f"  {k:<12} {v}")
             print()
-    if args.all:
+    if table:
         print(f"| model | params (M) | GFLOPs @{args.imgsz} | paper params / GFLOPs / AP |")
         print("|---|---:|---:|---|")
         for name, s, paper in rows:
@@ -139,6 +140,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, minutes=args.minutes, model_name=args.model, imgsz=args.imgsz, device=args.device)
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .weights import convert_checkpoint
+
+    out = convert_checkpoint(args.src, args.dst, to=args.to, model_name=args.model, trusted=args.trusted)
+    print(f"wrote {out}")
+    return 0
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="rtdetr_r18vd", help="preset name (see `rtdetr info`)")
     p.add_argument("--data", required=True, help="COCO folder, COCO yaml or YOLO data.yaml")
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture summary: params, GFLOPs, output shapes")
     p.add_argument("models", nargs="*", help="preset name(s); none lists the presets")
     p.add_argument("--all", action="store_true", help="summary table of every preset")
+    p.add_argument("--table", action="store_true", help="one table row per given model")
     p.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
     p.add_argument("--num-classes", type=int, default=80)
     p.set_defaults(func=_cmd_info)
@@ -204,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--classes", type=int, default=6)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_data_synth)
+
+    p = sub.add_parser("convert", help="convert checkpoints between reference, Hugging Face and safetensors layouts")
+    p.add_argument("src", help="checkpoint file, Hugging Face folder, registry tag or URL")
+    p.add_argument("dst")
+    p.add_argument("--to", choices=["reference", "hf", "safetensors"], required=True)
+    p.add_argument("--model", default=None, help="preset name (inferred from the tensors when omitted)")
+    p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in SRC")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")

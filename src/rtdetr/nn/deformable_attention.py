@@ -2,7 +2,7 @@
 
 Each query attends to a few sampled points per head and per feature level
 instead of every memory token. Sampling is bilinear ``grid_sample`` (default)
-or, for runtimes without GridSample (RT-DETRv2 "discrete"), a nearest-pixel
+or, for runtimes without GridSample (RT-DETRv2 "discrete"), a one-pixel
 gather. No compiled extension is needed.
 """
 
@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .checkpoint_layout import install_layout_hook
 
 __all__ = ["MSDeformableAttention", "ms_deformable_attention"]
 
@@ -38,7 +40,7 @@ def ms_deformable_attention(
         attention_weights: [B, Lq, heads, P], softmax-normalized over P.
         num_points: sampling points per level.
         method: "default" (bilinear, zero padding, align_corners=False) or
-            "discrete" (round to the nearest pixel and gather).
+            "discrete" (one pixel per point, gathered; see :func:`_gather_nearest`).
 
     Returns:
         [B, Lq, heads * head_dim].
@@ -66,15 +68,21 @@ def ms_deformable_attention(
 
 
 def _gather_nearest(value_l: Tensor, loc_l: Tensor) -> Tensor:
-    """value_l [N, d, h, w], loc_l [N, Lq, P, 2] in [0, 1] -> [N, d, Lq, P] at the nearest pixel.
+    """value_l [N, d, h, w], loc_l [N, Lq, P, 2] (x, y) in [0, 1] -> [N, d, Lq, P], one pixel per point.
 
-    Coordinates are clamped per axis (x to w-1, y to h-1); the reference clamps
-    both to h-1, which is the same for the square maps it was trained on.
+    The reference's rule, kept so RT-DETRv2 "dsp" checkpoints see what they were
+    trained on: pixel index ``trunc(loc * size + 0.5)`` clamped to the map, i.e.
+    ``loc * size`` rounded to the nearest integer. That puts pixel i's center at
+    ``loc = i / size``, half a pixel from grid_sample's (align_corners=False)
+    ``(i + 0.5) / size``: discrete(loc) equals default(loc + 0.5 / size) at those
+    centers (see tests/nn/test_v2_discrete.py). Coordinates are clamped per axis
+    (x to w-1, y to h-1); the reference clamps both to h-1, which is the same on
+    the square maps it was trained on and would index the wrong pixel otherwise.
     """
     n, d, h, w = value_l.shape
     lq, p = loc_l.shape[1:3]
     size = torch.tensor([w, h], device=loc_l.device, dtype=loc_l.dtype)
-    coord = (loc_l * size + 0.5).to(torch.int64)  # truncation == floor for the valid (>= 0) range
+    coord = (loc_l * size + 0.5).to(torch.int64)  # truncates; after the clamp that equals floor
     x = coord[..., 0].clamp(0, w - 1)
     y = coord[..., 1].clamp(0, h - 1)
     index = (y * w + x).reshape(n, 1, lq * p).expand(n, d, lq * p)
@@ -93,6 +101,9 @@ class MSDeformableAttention(nn.Module):
         num_points: sampling points per level (an int for all levels, or a list; RT-DETRv2).
         method: "default" or "discrete" (RT-DETRv2; freezes the sampling offsets).
         offset_scale: 0.5 in RT-DETR.
+        persistent_scale: keep ``num_points_scale`` (1/points of each point's
+            level) in the state dict, as RT-DETRv2 checkpoints do; the forward
+            always uses the buffer, so a loaded checkpoint's values are used.
     """
 
     def __init__(
@@ -104,8 +115,11 @@ class MSDeformableAttention(nn.Module):
         *,
         method: CrossAttnMethod = "default",
         offset_scale: float = 0.5,
+        persistent_scale: bool = False,
     ) -> None:
         super().__init__()
+        if method not in ("default", "discrete"):
+            raise ValueError(f"cross_attn_method must be 'default' or 'discrete', got {method!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.num_points = [num_points] * num_levels if isinstance(num_points, int) else list(num_points)
@@ -119,9 +133,11 @@ class MSDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(embed_dim, num_heads * self.total_points)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
-        # 1/points for every sampling point, float32 like the reference (exact for powers of two).
+        # 1/points for every sampling point, float32 like the reference (exact for powers of two,
+        # so multiplying equals v1's division by the point count).
         scale = torch.tensor([1.0 / n for n in self.num_points for _ in range(n)], dtype=torch.float32)
-        self.register_buffer("num_points_scale", scale, persistent=False)
+        self.register_buffer("num_points_scale", scale, persistent=persistent_scale)
+        install_layout_hook(self, derived_buffers=("num_points_scale",))
         self.reset_parameters()
         if method == "discrete":
             self.sampling_offsets.requires_grad_(False)

@@ -6,13 +6,13 @@ Output: F3, F4, F5 with ``hidden_dim`` channels at the same resolutions.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .layers import ConvNormLayer, CSPRepLayer, get_activation
 
 __all__ = ["HybridEncoder", "TransformerEncoderLayer", "sincos_position_embedding_2d"]
@@ -98,6 +98,8 @@ class HybridEncoder(nn.Module):
         depth_mult: scales the 3 RepVGG blocks of each CSPRepLayer.
         eval_spatial_size: (h, w) whose position embedding is precomputed.
         pos_embed_layout: see :func:`sincos_position_embedding_2d`.
+        checkpoint_layout: child names of ``input_proj[i]`` in ``state_dict()``
+            ("v1": ``0``/``1``, "v2": ``conv``/``norm``); both load.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class HybridEncoder(nn.Module):
         act: str = "silu",
         eval_spatial_size: tuple[int, int] | None = (640, 640),
         pos_embed_layout: PosEmbedLayout = "rowcol",
+        checkpoint_layout: CheckpointLayout = "v1",
     ) -> None:
         super().__init__()
         self.in_channels = list(in_channels)
@@ -129,9 +132,9 @@ class HybridEncoder(nn.Module):
         self.out_channels = [hidden_dim] * len(in_channels)
         self.out_strides = list(feat_strides)
 
+        names = child_names("encoder_input_proj", checkpoint_layout)
         self.input_proj = nn.ModuleList(
-            nn.Sequential(OrderedDict([("0", nn.Conv2d(c, hidden_dim, 1, bias=False)), ("1", nn.BatchNorm2d(hidden_dim))]))
-            for c in in_channels
+            named_pair(names, nn.Conv2d(c, hidden_dim, 1, bias=False), nn.BatchNorm2d(hidden_dim)) for c in in_channels
         )
         self.encoder = nn.ModuleList(
             TransformerEncoder(
@@ -149,6 +152,8 @@ class HybridEncoder(nn.Module):
         self.pan_blocks = nn.ModuleList(
             CSPRepLayer(hidden_dim * 2, hidden_dim, num_blocks, expansion=expansion, act=act) for _ in range(n)
         )
+
+        install_layout_hook(self, kind="encoder_input_proj", container="input_proj")
 
         # Position embeddings by (h, w, device); the eval size is filled now, others on first use.
         self._pos_cache: dict[tuple[int, int, str], Tensor] = {}

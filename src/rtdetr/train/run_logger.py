@@ -71,14 +71,16 @@ class RunLogger:
                 ax_loss.plot(epochs, [r[k] for r in self.records], marker="o", label=k)
         ax_loss.set_xlabel("epoch")
         ax_loss.set_title("training loss")
-        ax_loss.legend()
+        if ax_loss.lines:
+            ax_loss.legend()
         for k in ("AP", "AP50"):
             pts = [(r["epoch"], r[k]) for r in self.records if k in r]
             if pts:
                 ax_ap.plot(*zip(*pts), marker="o", label=k)
         ax_ap.set_xlabel("epoch")
         ax_ap.set_title("validation (EMA)")
-        ax_ap.legend()
+        if ax_ap.lines:
+            ax_ap.legend()
         fig.tight_layout()
         path = self.out_dir / "curves.png"
         fig.savefig(path, dpi=100)
