@@ -27,7 +27,7 @@ from rtdetr.train.launch import build_trainer, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
 
 FROM_SCRATCH = dict(
-    batch_size=8, lr=4e-4, backbone_lr=4e-4, warmup_iters=50, ema_warmup=50, ema_decay=0.999,
+    batch_size=8, lr=4e-4, backbone_lr=4e-4, warmup_iters=50, ema_warmup=50, ema_decay=0.99,
     lr_schedule="cosine", multi_scale=False, eval_every=10**6, num_workers=2, progress=False,
 )  # fmt: skip
 
@@ -166,25 +166,42 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
 
 
 def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
-    """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same run."""
+    """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same run.
+
+    Both run fp32 and bf16 autocast; ours also with channels-last memory format
+    (which the trainer uses on CPU).
+    """
     from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss
 
     torch.manual_seed(0)
     x = torch.rand(batch, 3, imgsz, imgsz)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     targets = [{"labels": torch.randint(0, 80, (6,)), "boxes": torch.rand(6, 4) * 0.4 + 0.3} for _ in range(batch)]
     ours = rtdetr.build_model("rtdetr_r18vd").train()
+    ours_cl = rtdetr.build_model("rtdetr_r18vd").train().to(memory_format=torch.channels_last)
     crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
     hf = _hf_model(80).train()
     hf_labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
 
-    def step_ours():
-        total_loss(crit(ours(x, targets), targets)).backward()
+    def ours_step(model, images, bf16=False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(images, targets)
+        total_loss(crit(out, targets)).backward()
 
-    def step_hf():
-        hf(pixel_values=x, labels=hf_labels).loss.backward()
+    def hf_step(bf16=False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = hf(pixel_values=x, labels=hf_labels).loss
+        loss.backward()
 
+    variants = [
+        ("rtdetr (ours), fp32", lambda: ours_step(ours, x)),
+        ("rtdetr (ours), fp32 channels-last", lambda: ours_step(ours_cl, x_cl)),
+        ("rtdetr (ours), bf16 autocast channels-last", lambda: ours_step(ours_cl, x_cl, bf16=True)),
+        ("transformers, bf16 autocast", lambda: hf_step(bf16=True)),
+        ("transformers, fp32", lambda: hf_step()),
+    ]
     rows = []
-    for name, fn in (("rtdetr (ours)", step_ours), ("transformers", step_hf)):
+    for name, fn in variants:
         fn()  # warm-up
         times = []
         for _ in range(steps):
@@ -207,6 +224,8 @@ def main() -> None:
     p.add_argument("--num-queries", type=int, default=100)
     p.add_argument("--compare", default="", help="comma list: hf,yolo")
     p.add_argument("--skip-ours", action="store_true")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast for our model")
+    p.add_argument("--lr", type=float, default=None, help="override the from-scratch lr (all parameters)")
     p.add_argument("--throughput", action="store_true", help="only the R18 @640 batch-4 training throughput table")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -222,6 +241,10 @@ def main() -> None:
             print(f"| {r['impl']} | {r['median_s']:.2f} | {r['img_s']:.2f} | {r['img_s'] / base:.2f}x |")
         return
 
+    if args.amp:
+        FROM_SCRATCH["amp"] = True
+    if args.lr:
+        FROM_SCRATCH.update(lr=args.lr, backbone_lr=args.lr)
     data = ensure_data(Path(args.data), args.imgsz, args.train_images, args.val_images)
     budget = args.budget_min * 60
     results = []
@@ -233,7 +256,8 @@ def main() -> None:
         elif name == "yolo":
             results.append(train_yolo(data, args.imgsz, budget, Path(args.data).parent))
     print(f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
-          f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads")  # fmt: skip
+          f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
+          f"lr {FROM_SCRATCH['lr']}, amp {FROM_SCRATCH.get('amp', False)}")  # fmt: skip
     print("| model | AP | AP50 | train images/s | epochs |")
     print("|---|---:|---:|---:|---:|")
     for r in results:

@@ -35,3 +35,41 @@ def _flush_denormals():
     # Random small weights drive activations into denormals, which makes CPU math crawl.
     torch.set_flush_denormal(True)
     yield
+
+
+def filled_double_model(name: str):
+    """Preset ``name`` in float64 eval mode with the fixtures' name-keyed weights.
+
+    Filling happens after ``.double()``: filling a float32 model first would round the weights.
+    """
+    import rtdetr
+
+    model = rtdetr.build_model(name).double().eval()
+    load_fill().fill_state_dict(model)
+    return model
+
+
+def assert_matches_forward_fixture(model, fixture: dict, tol: float = 1e-8):
+    """Compare backbone / encoder features, outputs and postprocessed detections with a
+    reference forward fixture; returns (input, outputs) for further checks."""
+    import rtdetr
+    from rtdetr.data.coco_categories import COCO_CATEGORY_IDS
+
+    x = load_fill().reference_image(fixture.get("input_seed", 0))
+    with torch.no_grad():
+        feats = model.backbone(x)
+        enc = model.encoder(feats)
+        out = model(x)
+    for ours, ref in zip(feats, fixture["backbone_feats"], strict=True):
+        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
+    for ours, ref in zip(enc, fixture["encoder_feats"], strict=True):
+        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
+    torch.testing.assert_close(out.pred_logits, fixture["pred_logits"], atol=tol, rtol=0)
+    torch.testing.assert_close(out["pred_boxes"], fixture["pred_boxes"], atol=tol, rtol=0)
+    # The reference's COCO postprocessor reports COCO category ids.
+    post = rtdetr.build_postprocessor(model, category_ids=COCO_CATEGORY_IDS)
+    (result,) = post(out, fixture["post_orig_target_sizes"])
+    torch.testing.assert_close(result["scores"], fixture["post_scores"], atol=tol, rtol=0)
+    torch.testing.assert_close(result["boxes"], fixture["post_boxes"], atol=tol, rtol=0)
+    assert torch.equal(result["labels"], fixture["post_labels"])
+    return x, out

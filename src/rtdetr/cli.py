@@ -6,7 +6,12 @@ import argparse
 import logging
 import sys
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from .train.train_config import TrainConfig
 
 __all__ = ["main"]
 
@@ -59,14 +64,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
+    """CLI flags over the preset's reference recipe (epochs, lrs, warmups, stop epoch, multi-scale)."""
+    from .config import get_config
     from .train.train_config import TrainConfig
 
+    recipe = get_config(args.model).train
+
+    def pick(value, default):
+        return default if value is None else value
+
     fields = dict(
-        epochs=args.epochs, batch_size=args.batch_size, imgsz=args.imgsz, lr=args.lr, backbone_lr=args.backbone_lr,
-        warmup_iters=args.warmup_iters, lr_schedule=args.lr_schedule, amp=args.amp, accumulate=args.accumulate,
-        stop_epoch=args.stop_epoch, multi_scale=not args.no_multi_scale, num_workers=args.workers, seed=args.seed,
-        freeze_backbone=args.freeze_backbone, device=args.device, out_dir=args.out, max_time_s=args.max_time,
-        ema_warmup=args.ema_warmup, sync_bn=args.sync_bn,
+        epochs=pick(args.epochs, recipe.epochs), batch_size=args.batch_size, imgsz=args.imgsz,
+        lr=pick(args.lr, recipe.lr), backbone_lr=pick(args.backbone_lr, recipe.backbone_lr),
+        weight_decay=recipe.weight_decay, betas=tuple(recipe.betas), clip_max_norm=recipe.clip_max_norm,
+        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters), ema_decay=recipe.ema_decay,
+        ema_warmup=pick(args.ema_warmup, recipe.ema_warmup), stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
+        multi_scale=recipe.multi_scale and not args.no_multi_scale, lr_schedule=args.lr_schedule, amp=args.amp,
+        accumulate=args.accumulate, num_workers=args.workers, seed=args.seed, freeze_backbone=args.freeze_backbone,
+        device=args.device, out_dir=args.out, max_time_s=args.max_time, sync_bn=args.sync_bn,
+        channels_last=not args.no_channels_last,
     )  # fmt: skip
     fields.update(extra)
     return TrainConfig(**fields)
@@ -75,7 +91,9 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.launch import build_trainer
 
-    trainer = build_trainer(args.model, args.data, _train_config(args), weights=args.weights)
+    trainer = build_trainer(
+        args.model, args.data, _train_config(args), weights=args.weights, model_overrides=_parse_sets(args.set)
+    )
     resume = None
     if args.resume:
         resume = args.resume if args.resume != "auto" else str(trainer.out_dir / "last.pt")
@@ -84,6 +102,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _print_metrics(trainer.history[-1])
         print(f"checkpoints and logs: {trainer.out_dir}")
     return 0
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    """``["num_queries=100", "eval_idx=2"]`` -> model config overrides (values as Python literals)."""
+    import ast
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()  # a bare string such as discrete
+    return out
 
 
 def _print_metrics(record: dict) -> None:
@@ -151,13 +185,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="rtdetr_r18vd", help="preset name (see `rtdetr info`)")
     p.add_argument("--data", required=True, help="COCO folder, COCO yaml or YOLO data.yaml")
-    p.add_argument("--epochs", type=int, default=72)
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--batch-size", type=int, default=4, help="per process")
     p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--backbone-lr", type=float, default=1e-5)
-    p.add_argument("--warmup-iters", type=int, default=2000)
-    p.add_argument("--ema-warmup", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's recipe")
+    p.add_argument("--backbone-lr", type=float, default=None, help="default: the preset's recipe")
+    p.add_argument("--warmup-iters", type=int, default=None, help="default: the preset's recipe")
+    p.add_argument("--ema-warmup", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--lr-schedule", choices=["flat", "cosine"], default="flat")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
@@ -165,6 +199,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-multi-scale", action="store_true")
     p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -172,6 +207,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
     p.add_argument("--weights", default=None, help="initialize from a checkpoint (class count may differ)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, help="resume from OUT/last.pt or a given file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. num_queries=100 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=4.0, help="training budget")
-    p.add_argument("--model", default="rtdetr_r18vd")
+    p.add_argument("--model", default="rtdetrv2_hgnetv2_n", help="preset (the small one trains fastest on a CPU)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_demo)

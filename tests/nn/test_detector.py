@@ -180,3 +180,10 @@ def test_frozen_backbone_settings():
     assert not any(p.requires_grad for p in r50.backbone.conv1.parameters())
     assert all(p.requires_grad for p in r50.backbone.res_layers.parameters())
     assert not any(k.startswith("backbone") and "num_batches_tracked" in k for k in r50.state_dict())
+
+
+def test_too_small_input_for_the_query_count_is_a_clear_error():
+    model = rtdetr.build_model("rtdetr_r18vd").eval()  # 300 queries
+    with pytest.raises(ValueError, match="fewer than the 300 queries"):
+        with torch.no_grad():
+            model(torch.rand(1, 3, 64, 64))

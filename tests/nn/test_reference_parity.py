@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import rtdetr
-from rtdetr.data.coco_categories import COCO_CATEGORY_IDS
 
-from ..conftest import REFERENCE_DIR, load_fill, reference_file
+from ..conftest import REFERENCE_DIR, assert_matches_forward_fixture, filled_double_model, reference_file
 
 V1_PRESETS = ["rtdetr_r18vd", "rtdetr_r34vd", "rtdetr_r50vd_m", "rtdetr_r50vd", "rtdetr_r101vd"]
 
@@ -34,29 +33,9 @@ def test_state_dict_matches_reference_manifest(name):
 def test_forward_matches_reference_fixture(name):
     """Every preset with a fixture file is checked; nothing here is specific to r18."""
     fixture = torch.load(reference_file(f"forward_{_variant(name)}.pt"))
-    fill = load_fill()
-    model = rtdetr.build_model(name).double().eval()
-    # Fill after .double(): filling a float32 model first would round the weights.
-    fill.fill_state_dict(model)
-    x = fill.reference_image(fixture.get("input_seed", 0))
+    model = filled_double_model(name)
+    x, _ = assert_matches_forward_fixture(model, fixture)
     tol = 1e-8
-    with torch.no_grad():
-        feats = model.backbone(x)
-        enc = model.encoder(feats)
-        out = model(x)
-    for ours, ref in zip(feats, fixture["backbone_feats"], strict=True):
-        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
-    for ours, ref in zip(enc, fixture["encoder_feats"], strict=True):
-        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
-    torch.testing.assert_close(out.pred_logits, fixture["pred_logits"], atol=tol, rtol=0)
-    torch.testing.assert_close(out["pred_boxes"], fixture["pred_boxes"], atol=tol, rtol=0)
-
-    # The reference's COCO postprocessor reports COCO category ids.
-    post = rtdetr.build_postprocessor(model, category_ids=COCO_CATEGORY_IDS)
-    (result,) = post(out, fixture["post_orig_target_sizes"])
-    torch.testing.assert_close(result["scores"], fixture["post_scores"], atol=tol, rtol=0)
-    torch.testing.assert_close(result["boxes"], fixture["post_boxes"], atol=tol, rtol=0)
-    assert torch.equal(result["labels"], fixture["post_labels"])
 
     model.deploy()
     assert not any(hasattr(m, "conv1") and hasattr(m, "conv") for m in model.modules()), "RepVGG not fused"

@@ -12,11 +12,10 @@ import torch
 
 import rtdetr
 from rtdetr.config import PAPER_RESULTS, PRESETS, TrainRecipe
-from rtdetr.data.coco_categories import COCO_CATEGORY_IDS
 from rtdetr.nn.query_selection import generate_anchors, select_topk
 from rtdetr.summary import summarize
 
-from ..conftest import load_fill, reference_file
+from ..conftest import assert_matches_forward_fixture, filled_double_model, reference_file
 
 V2_PRESETS = [
     "rtdetrv2_r18vd", "rtdetrv2_r34vd", "rtdetrv2_r50vd_m", "rtdetrv2_r50vd", "rtdetrv2_r101vd",
@@ -52,29 +51,11 @@ def test_forward_matches_v2_fixture(name, variant):
     into those state-dict buffers: the reference uses its anchors buffer in eval at
     the eval size, and its num_points_scale buffer always; so do we."""
     fixture = torch.load(reference_file(f"forward_{variant}.pt"))
-    fill = load_fill()
-    model = rtdetr.build_model(name).double().eval()
-    fill.fill_state_dict(model)  # after .double(): filling float32 first would round the weights
+    model = filled_double_model(name)
     computed, valid = generate_anchors(model.decoder._eval_shapes)
     assert not torch.equal(model.decoder.anchors, computed.double())  # overwritten by fill
     assert torch.equal(model.decoder.valid_mask, valid)  # bool: fill leaves it alone
-    x = fill.reference_image(fixture.get("input_seed", 0))
-    tol = 1e-8
-    with torch.no_grad():
-        feats = model.backbone(x)
-        enc = model.encoder(feats)
-        out = model(x)
-    for ours, ref in zip(feats, fixture["backbone_feats"], strict=True):
-        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
-    for ours, ref in zip(enc, fixture["encoder_feats"], strict=True):
-        torch.testing.assert_close(ours[..., ::4, ::4], ref, atol=tol, rtol=0)
-    torch.testing.assert_close(out.pred_logits, fixture["pred_logits"], atol=tol, rtol=0)
-    torch.testing.assert_close(out.pred_boxes, fixture["pred_boxes"], atol=tol, rtol=0)
-    post = rtdetr.build_postprocessor(model, category_ids=COCO_CATEGORY_IDS)
-    (result,) = post(out, fixture["post_orig_target_sizes"])
-    torch.testing.assert_close(result["scores"], fixture["post_scores"], atol=tol, rtol=0)
-    torch.testing.assert_close(result["boxes"], fixture["post_boxes"], atol=tol, rtol=0)
-    assert torch.equal(result["labels"], fixture["post_labels"])
+    assert_matches_forward_fixture(model, fixture)
 
 
 def test_eval_size_uses_anchor_buffers_other_sizes_and_training_compute():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .epoch import SharedEpoch
+from .epoch import EpochSchedule
 
 __all__ = ["BatchCollator", "default_multi_scales", "MULTI_SCALES_640"]
 
@@ -29,7 +29,7 @@ def default_multi_scales(imgsz: int = 640) -> list[int]:
     return [max(32, int(s * imgsz / 640 / 16 + 0.5) * 16) for s in MULTI_SCALES_640]
 
 
-class BatchCollator:
+class BatchCollator(EpochSchedule):
     """``collate_fn`` for a DataLoader of ``(image, target)`` samples.
 
     Returns ``(images, targets)``: images [B, 3, S, S] (stacked; all samples must share
@@ -44,21 +44,12 @@ class BatchCollator:
     """
 
     def __init__(self, multi_scales: Sequence[int] | None = None, stop_epoch: int | None = None):
+        super().__init__(stop_epoch)
         self.multi_scales = list(multi_scales) if multi_scales else None
-        self.stop_epoch = stop_epoch
-        self._epoch = SharedEpoch(0)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the current epoch (call before iterating the DataLoader for that epoch)."""
-        self._epoch.set(epoch)
 
     @property
     def multi_scale_active(self) -> bool:
-        return self.multi_scales is not None and (self.stop_epoch is None or self.epoch < self.stop_epoch)
+        return self.multi_scales is not None and self.before_stop_epoch
 
     def __call__(self, batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, list[dict[str, Any]]]:
         images = torch.stack([image.as_subclass(Tensor) for image, _ in batch])

@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-__all__ = ["SharedEpoch"]
+__all__ = ["SharedEpoch", "EpochSchedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +37,26 @@ class SharedEpoch:
 
     def __repr__(self) -> str:
         return f"SharedEpoch({self.get()})"
+
+
+class EpochSchedule:
+    """Base for objects that switch behaviour at ``stop_epoch`` (transforms, collators).
+
+    ``active`` is True while ``epoch < stop_epoch`` (always when ``stop_epoch`` is None).
+    """
+
+    def __init__(self, stop_epoch: int | None = None) -> None:
+        self.stop_epoch = stop_epoch
+        self._epoch = SharedEpoch(0)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the current epoch (call before iterating the DataLoader for that epoch)."""
+        self._epoch.set(epoch)
+
+    @property
+    def before_stop_epoch(self) -> bool:
+        return self.stop_epoch is None or self.epoch < self.stop_epoch

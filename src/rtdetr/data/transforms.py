@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 
 from rtdetr.ops.boxes import box_xyxy_to_cxcywh
 
-from .epoch import SharedEpoch
+from .epoch import EpochSchedule
 
 __all__ = ["RandomIoUCropP", "ToModelFormat", "DetectionTransforms", "build_transforms"]
 
@@ -85,7 +85,7 @@ class ToModelFormat:
         return "ToModelFormat(cxcywh, normalized)"
 
 
-class DetectionTransforms:
+class DetectionTransforms(EpochSchedule):
     """Strong augmentations (until ``stop_epoch``) followed by the always-on pipeline.
 
     Args:
@@ -95,22 +95,13 @@ class DetectionTransforms:
     """
 
     def __init__(self, strong: Sequence[Any], base: Sequence[Any], stop_epoch: int | None = None):
+        super().__init__(stop_epoch)
         self.strong = v2.Compose(list(strong)) if strong else None
         self.base = v2.Compose(list(base))
-        self.stop_epoch = stop_epoch
-        self._epoch = SharedEpoch(0)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the current epoch (call before iterating the DataLoader for that epoch)."""
-        self._epoch.set(epoch)
 
     @property
     def strong_active(self) -> bool:
-        return self.strong is not None and (self.stop_epoch is None or self.epoch < self.stop_epoch)
+        return self.strong is not None and self.before_stop_epoch
 
     def __call__(self, image: Any, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         if self.strong_active:

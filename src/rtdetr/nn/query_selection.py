@@ -56,6 +56,12 @@ def select_topk(enc_logits: Tensor, k: int, method: QuerySelectMethod = "default
             (RT-DETRv2 option); "agnostic": best K by a single class-agnostic
             objectness logit (RT-DETRv2 option; the score head has one output).
     """
+    tokens = enc_logits.shape[1]
+    if k > tokens and method != "one2many":
+        raise ValueError(
+            f"the input gives only {tokens} encoder tokens, fewer than the {k} queries to select; "
+            f"use a larger image or fewer queries (num_queries <= {tokens})"
+        )
     if method == "default":
         return torch.topk(enc_logits.max(-1).values, k, dim=-1).indices
     if method == "one2many":

@@ -65,6 +65,7 @@ def evaluate(
     amp: bool = False,
     amp_dtype: str = "auto",
     progress: bool = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, Any]:
     """COCO metrics of ``model`` on ``loader`` (targets carry ``image_id`` and ``orig_size`` (w, h)).
 
@@ -74,7 +75,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     for images, targets in _progress(loader, progress, desc="eval", leave=False):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         with autocast_context(device, amp, amp_dtype):
             outputs = model(images)
         outputs = {k: v.float() for k, v in outputs.items()}
@@ -127,7 +128,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
 
-        self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         num_classes = model.config.num_classes
         if config.freeze_backbone:
             model.backbone.requires_grad_(False)
@@ -222,7 +224,7 @@ class Trainer:
         for i, (images, targets) in enumerate(bar):
             if i >= total_batches:
                 break
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
             targets = _to_device(targets, self.device)
             with autocast_context(self.device, cfg.amp, cfg.amp_dtype):
                 outputs = model(images, targets)
@@ -272,6 +274,7 @@ class Trainer:
         return evaluate(
             self.eval_model(), self.val_loader(), self.postprocessor, self.make_evaluator(), self.device,
             amp=self.cfg.amp, amp_dtype=self.cfg.amp_dtype, progress=self.cfg.progress and self.dist.is_main,
+            memory_format=self.memory_format,
         )  # fmt: skip
 
     def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:

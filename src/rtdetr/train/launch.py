@@ -75,8 +75,10 @@ def build_trainer(
         from ..weights import load_weights
 
         report = load_weights(model, weights, allow_head_mismatch=True)
-        log.info("initialized from %s", weights)
-        del report
+        log.info(
+            "initialized from %s (%s); re-initialized for %d classes: %s",
+            weights, report.state_key or report.format, train_ds.num_classes, report.reinitialized_keys or "none",
+        )  # fmt: skip
     scales = default_multi_scales(config.imgsz) if config.multi_scale else None
     return Trainer(
         model,

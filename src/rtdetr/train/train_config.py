@@ -24,6 +24,8 @@ class TrainConfig:
         freeze_backbone: train encoder and decoder only (backbone weights and BN fixed).
         max_time_s: stop (and evaluate) once this wall-clock budget is spent.
         max_steps_per_epoch: cap iterations per epoch (quick tests and demos).
+        channels_last: NHWC memory format for model and images (~1.2x faster CPU
+            convolutions with oneDNN; numerics equal up to float rounding).
     """
 
     epochs: int = 72
@@ -54,3 +56,4 @@ class TrainConfig:
     max_time_s: float | None = None
     max_steps_per_epoch: int | None = None
     progress: bool = True
+    channels_last: bool = True
