@@ -250,11 +250,19 @@ def main() -> None:
     results = []
     if not args.skip_ours:
         results.append(train_ours(data, args.model, args.imgsz, budget, Path(args.data).parent / "ours", {"num_queries": args.num_queries}))
+        print(results[-1], flush=True)
+    runners = {
+        "hf": lambda: train_hf(data, args.imgsz, budget),
+        "yolo": lambda: train_yolo(data, args.imgsz, budget, Path(args.data).parent),
+    }
     for name in filter(None, args.compare.split(",")):
-        if name == "hf":
-            results.append(train_hf(data, args.imgsz, budget))
-        elif name == "yolo":
-            results.append(train_yolo(data, args.imgsz, budget, Path(args.data).parent))
+        try:
+            results.append(runners[name]())
+        except Exception as e:  # one failed comparison must not lose the others' numbers
+            logging.exception("%s comparison failed", name)
+            nan = float("nan")
+            results.append({"model": f"{name} (failed: {type(e).__name__})", "AP": nan, "AP50": nan, "train_img_s": nan, "epochs": nan})
+        print(results[-1], flush=True)
     print(f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
           f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
           f"lr {FROM_SCRATCH['lr']}, amp {FROM_SCRATCH.get('amp', False)}")  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import time
@@ -345,8 +344,3 @@ class Trainer:
             self.best_ap = ap
             state["best_ap"] = ap
             save_checkpoint(state, self.out_dir / "best.pt")
-
-
-def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
