@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 
 from .data import build_dataset, generate_synthetic_dataset, resolve_dataset
 from .infer.draw import draw_detections
@@ -66,7 +66,7 @@ def run_demo(
 
 
 @torch.no_grad()
-def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = 0.4) -> int:
+def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = 0.3) -> int:
     """Annotate the first ``count`` validation images with the EMA model's detections."""
     from .data import build_transforms
 
@@ -83,5 +83,5 @@ def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, 
         w, h = int(target["orig_size"][0]), int(target["orig_size"][1])
         (det,) = post(model(x[None].to(device)), torch.tensor([[w, h]], device=device))
         drawn = draw_detections(image.as_subclass(torch.Tensor), det["boxes"], det["labels"], det["scores"], class_names=raw.class_names)
-        write_png(drawn, str(dest / f"{i:03d}.png"))
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(dest / f"{i:03d}.png")  # [3,H,W] -> HWC
     return min(count, len(raw))

@@ -22,6 +22,8 @@ __all__ = [
     "box_area",
     "box_iou",
     "generalized_box_iou",
+    "paired_box_iou",
+    "paired_generalized_box_iou",
 ]
 
 
@@ -83,4 +85,30 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     hull = wh[..., 0] * wh[..., 1]
+    return iou - (hull - union) / hull
+
+
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU of corresponding xyxy boxes: boxes1 [N, 4], boxes2 [N, 4] -> (iou [N], union [N]).
+
+    The diagonal of :func:`box_iou` without building the N x N matrix (what a loss
+    over matched pairs needs).
+    """
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return inter / union, union
+
+
+def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of corresponding xyxy boxes: [N, 4], [N, 4] -> [N] (the diagonal of :func:`generalized_box_iou`)."""
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    iou, union = paired_box_iou(boxes1, boxes2)
+    lt = torch.min(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.max(boxes1[:, 2:], boxes2[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    hull = wh[:, 0] * wh[:, 1]
     return iou - (hull - union) / hull

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
+from rtdetr.ops.boxes import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
 from rtdetr.train.matcher import Indices, Targets, validate_targets
 
 __all__ = ["RTDETRCriterion", "total_loss"]
@@ -101,8 +101,8 @@ class RTDETRCriterion(nn.Module):
         logits = outputs["pred_logits"]
         logits = logits.to(_compute_dtype(logits))
         batch_idx, query_idx, src_boxes, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
-        iou, _ = box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
-        iou = iou.diag().detach().to(logits.dtype)
+        iou, _ = paired_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        iou = iou.detach().to(logits.dtype)
 
         one_hot = torch.zeros_like(logits)
         one_hot[batch_idx, query_idx, tgt_labels] = 1.0
@@ -120,8 +120,8 @@ class RTDETRCriterion(nn.Module):
         """L1 on cxcywh and 1 - GIoU on xyxy of the matched pairs (unweighted scalars)."""
         _, _, src_boxes, tgt_boxes, _ = self._matched(outputs, targets, indices)
         loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
-        giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
-        loss_giou = (1 - giou.diag()).sum() / num_boxes
+        giou = paired_generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        loss_giou = (1 - giou).sum() / num_boxes
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     # ----------------------------------------------------------------- helpers
