@@ -22,14 +22,13 @@ from torch.utils.data import DataLoader
 
 import rtdetr
 from rtdetr.data import BatchCollator, build_dataset, build_transforms, generate_synthetic_dataset, resolve_dataset
+from rtdetr.demo import DEMO_SETTINGS
 from rtdetr.nn.postprocess import PostProcessor
 from rtdetr.train.launch import build_trainer, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
 
-FROM_SCRATCH = dict(
-    batch_size=8, lr=4e-4, backbone_lr=4e-4, warmup_iters=50, ema_warmup=50, ema_decay=0.99,
-    lr_schedule="cosine", multi_scale=False, eval_every=10**6, num_workers=2, progress=False,
-)  # fmt: skip
+# The demo's from-scratch CPU settings, with the warmups the recorded runs used.
+FROM_SCRATCH = {**DEMO_SETTINGS, "warmup_iters": 50, "ema_warmup": 50, "progress": False}
 
 
 def ensure_data(root: Path, imgsz: int, num_train: int, num_val: int) -> Path:
