@@ -27,6 +27,8 @@ from rtdetr.nn.postprocess import PostProcessor
 from rtdetr.train.launch import build_trainer, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
 
+from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 # The demo's from-scratch CPU settings, with the warmups the recorded runs used.
 FROM_SCRATCH = {**DEMO_SETTINGS, "warmup_iters": 50, "ema_warmup": 50, "progress": False}
 
@@ -67,20 +69,9 @@ def _loaders(data: Path, imgsz: int, batch: int):
     return train, val, tl, vl
 
 
-def _hf_model(num_classes: int):
-    from transformers import RTDetrConfig, RTDetrForObjectDetection
-
-    from rtdetr.weights.hf_config import hf_config_dict
-
-    cfg = rtdetr.get_config("rtdetr_r18vd", num_classes=num_classes)
-    hf_cfg = hf_config_dict(cfg, class_names=[str(i) for i in range(num_classes)])
-    hf_cfg.pop("model_type", None)
-    return RTDetrForObjectDetection(RTDetrConfig(**hf_cfg))
-
-
 def train_hf(data: Path, imgsz: int, budget_s: float) -> dict:
     train, val, tl, vl = _loaders(data, imgsz, FROM_SCRATCH["batch_size"])
-    model = _hf_model(train.num_classes).train()
+    model = hf_rtdetr("rtdetr_r18vd", train.num_classes).train()
     opt = torch.optim.AdamW(model.parameters(), lr=FROM_SCRATCH["lr"], weight_decay=1e-4)
     t0, seen = time.perf_counter(), 0
     while time.perf_counter() - t0 < budget_s:
@@ -179,7 +170,7 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
     ours = rtdetr.build_model("rtdetr_r18vd").train()
     ours_cl = rtdetr.build_model("rtdetr_r18vd").train().to(memory_format=torch.channels_last)
     crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
-    hf = _hf_model(80).train()
+    hf = hf_rtdetr("rtdetr_r18vd", 80).train()
     hf_labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
 
     def ours_step(model, images, bf16=False):

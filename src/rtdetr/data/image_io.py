@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 
 from .issues import ImageReadError
 
-__all__ = ["load_image", "image_size", "exif_orientation"]
+__all__ = ["load_image", "image_size", "exif_orientation", "pil_to_tensor"]
 
 _EXIF_ORIENTATION = 0x0112
 # Orientations 5-8 rotate by 90 degrees, so width and height trade places.
@@ -70,6 +70,15 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def pil_to_tensor(image: Image.Image, *, exif: bool = True) -> tv_tensors.Image:
+    """An opened PIL image of any mode -> ``tv_tensors.Image`` uint8 [3, H, W] RGB (EXIF applied)."""
+    if exif and exif_orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    array = _to_rgb_array(image)
+    # np.array copies: PIL-backed arrays are read-only, which torch warns about.
+    return tv_tensors.Image(torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).contiguous())
+
+
 def load_image(path: str | Path, *, exif: bool = True) -> tv_tensors.Image:
     """Decode ``path`` to a ``tv_tensors.Image`` uint8 [3, H, W] RGB.
 
@@ -84,13 +93,8 @@ def load_image(path: str | Path, *, exif: bool = True) -> tv_tensors.Image:
     try:
         with Image.open(path) as image:
             image.load()  # decode now, inside the try, so truncation errors name the file
-            if exif and exif_orientation(image) != 1:
-                image = ImageOps.exif_transpose(image)
-            array = _to_rgb_array(image)
+            return pil_to_tensor(image, exif=exif)
     except FileNotFoundError:
         raise
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot decode image {path}: {exc}") from exc
-    # np.array copies: PIL-backed arrays are read-only, which torch warns about.
-    tensor = torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    return tv_tensors.Image(tensor)

@@ -1,0 +1,272 @@
+"""``Detector``: from images, folders and videos to detections in one call."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backend import Backend
+from .results import Detections
+from .sources import Frame, Source, iter_frames
+from .torch_backend import TorchBackend
+
+__all__ = ["Detector", "preprocess"]
+
+log = logging.getLogger(__name__)
+
+
+def preprocess(images: list[Tensor], imgsz: int) -> tuple[Tensor, Tensor]:
+    """The reference's inference preprocessing, batched.
+
+    Args:
+        images: uint8 [3, H, W] RGB images of any sizes.
+        imgsz: the square model input side.
+
+    Returns:
+        float32 [B, 3, imgsz, imgsz] in [0, 1] (bilinear, antialiased resize of the
+        uint8 image, as PIL does in the reference; no mean/std), and int64 [B, 2]
+        original (width, height).
+    """
+    batch = torch.empty(len(images), 3, imgsz, imgsz)
+    sizes = torch.empty(len(images), 2, dtype=torch.int64)
+    for i, image in enumerate(images):
+        h, w = image.shape[-2:]
+        sizes[i, 0], sizes[i, 1] = w, h
+        if (h, w) == (imgsz, imgsz):
+            batch[i] = image.float().div_(255)
+            continue
+        # Resize in float and round back to uint8, matching a resize of the 8-bit image.
+        resized = F.interpolate(image[None].float(), size=(imgsz, imgsz), mode="bilinear", antialias=True)
+        batch[i] = resized[0].round_().clamp_(0, 255).div_(255)
+    return batch, sizes
+
+
+def _batched(frames: Iterator[Frame], n: int) -> Iterator[list[Frame]]:
+    while chunk := list(itertools.islice(frames, n)):
+        yield chunk
+
+
+class Detector:
+    """A ready-to-run detector wrapping an inference :class:`Backend`.
+
+    Build one with :meth:`from_pretrained` (preset name, training checkpoint, released
+    weights or an exported ``.onnx``) or from a model: ``Detector(model)``.
+
+    Args:
+        model_or_backend: an :class:`~rtdetr.RTDETR` module or a :class:`Backend`.
+        device, precision: for a module (see :class:`TorchBackend`).
+        imgsz: input side (default: the model's ``eval_spatial_size``, 640 for presets).
+        class_names: override the model's class names.
+    """
+
+    def __init__(
+        self,
+        model_or_backend: nn.Module | Backend,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        imgsz: int | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        if isinstance(model_or_backend, nn.Module):
+            backend: Backend = TorchBackend(model_or_backend, device=device, precision=precision)
+        else:
+            backend = model_or_backend
+        self.backend = backend
+        fixed = getattr(backend, "imgsz", None)
+        if imgsz is not None and fixed is not None and imgsz != fixed:
+            raise ValueError(f"this model was exported for {fixed}x{fixed} input; imgsz={imgsz} is not possible")
+        self.imgsz = int(imgsz or fixed or getattr(backend, "default_imgsz", 640))
+        if self.imgsz % 32:
+            raise ValueError(f"imgsz must be a multiple of 32 (the largest feature stride), got {self.imgsz}")
+        self.num_classes: int = backend.num_classes
+        names = class_names if class_names is not None else backend.class_names
+        if names is not None and len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} class names given for a model with {self.num_classes} classes")
+        self.class_names: list[str] = list(names) if names else [str(i) for i in range(self.num_classes)]
+        self.category_ids: list[int] | None = getattr(backend, "category_ids", None)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path,
+        *,
+        weights: str | None = None,
+        num_classes: int | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        imgsz: int | None = None,
+        **overrides: Any,
+    ) -> "Detector":
+        """Build from a preset name, one of our checkpoints (``.pt``/``.pth``) or an ``.onnx`` file.
+
+        Args:
+            model: ``"rtdetr_r18vd"`` (see :func:`rtdetr.list_models`), a training
+                checkpoint written by ``rtdetr train``, or an exported ONNX model
+                (run with onnxruntime; ``precision`` then does not apply).
+            weights: for a preset: a registry tag (``"coco"``), file, URL or ``hf:ORG/NAME``.
+            num_classes: for a preset without weights (default 80).
+            overrides: config fields for a preset or checkpoint, e.g. ``eval_idx=2``.
+        """
+        path = Path(model)
+        if path.suffix.lower() == ".onnx":
+            from .onnx_backend import OnnxBackend
+
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else None
+            return cls(OnnxBackend(path, providers=providers), imgsz=imgsz)
+        if path.is_file():
+            from ..train.launch import model_from_checkpoint
+
+            net = model_from_checkpoint(path, **overrides)
+        elif path.suffix.lower() in (".pt", ".pth", ".safetensors", ".onnx"):
+            raise FileNotFoundError(f"model file not found: {path}")
+        else:
+            from ..builder import build_model
+
+            kwargs: dict[str, Any] = dict(overrides)
+            if num_classes is not None:
+                kwargs["num_classes"] = num_classes
+            net = build_model(str(model), weights=weights, **kwargs)
+        return cls(net, device=device, precision=precision, imgsz=imgsz)
+
+    # ------------------------------------------------------------------ running
+
+    def warmup(self, batch_size: int = 1, runs: int = 2) -> None:
+        """Run a few dummy batches (first calls allocate and pick kernels)."""
+        images = torch.zeros(batch_size, 3, self.imgsz, self.imgsz)
+        sizes = torch.full((batch_size, 2), self.imgsz, dtype=torch.int64)
+        for _ in range(runs):
+            self.backend(images, sizes)
+
+    def predict_images(
+        self,
+        images: list[Tensor],
+        *,
+        conf: float = 0.5,
+        classes: list[int] | None = None,
+        max_det: int = 300,
+    ) -> list[Detections]:
+        """Detect on uint8 [3, H, W] RGB images in one batched forward pass."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        batch, sizes = preprocess(images, self.imgsz)
+        t1 = time.perf_counter()
+        labels, boxes, scores = self.backend(batch, sizes)
+        t2 = time.perf_counter()
+        results = [self._select(labels[i], boxes[i], scores[i], sizes[i], conf, classes, max_det) for i in range(len(images))]
+        t3 = time.perf_counter()
+        n = len(images)
+        speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}
+        for r in results:
+            r.speed = dict(speed)
+        return results
+
+    def _select(
+        self, labels: Tensor, boxes: Tensor, scores: Tensor, size: Tensor, conf: float, classes: list[int] | None, max_det: int
+    ) -> Detections:
+        keep = scores >= conf
+        if classes is not None:
+            keep &= torch.isin(labels, torch.as_tensor(classes, dtype=labels.dtype))
+        idx = keep.nonzero().flatten()[:max_det]  # already sorted by score
+        w, h = int(size[0]), int(size[1])
+        box = boxes[idx]
+        box[:, 0::2] = box[:, 0::2].clamp(0, w)
+        box[:, 1::2] = box[:, 1::2].clamp(0, h)
+        return Detections(
+            boxes=box, scores=scores[idx], labels=labels[idx], image_size=(w, h),
+            class_names=self.class_names, category_ids=self.category_ids,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        source: Source,
+        *,
+        conf: float = 0.5,
+        classes: list[int] | None = None,
+        max_det: int = 300,
+        batch_size: int = 1,
+        keep_images: bool | None = True,
+        progress: bool = False,
+    ) -> Iterator[Detections]:
+        """Like :meth:`predict`, as a generator: images are decoded and released batch by batch.
+
+        ``keep_images=None`` keeps only in-memory inputs' images (files can be re-read).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        frames = iter_frames(source)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="predict", unit="img")
+        for chunk in _batched(frames, batch_size):
+            results = self.predict_images([f.image for f in chunk], conf=conf, classes=classes, max_det=max_det)
+            for frame, res in zip(chunk, results):
+                res.source, res.frame, res.index = frame.source, frame.frame, frame.index
+                keep = keep_images if keep_images is not None else frame.source is None
+                res.image = frame.image if keep else None
+                yield res
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+
+    def predict(
+        self,
+        source: Source,
+        *,
+        conf: float = 0.5,
+        imgsz: int | None = None,
+        classes: list[int] | None = None,
+        max_det: int = 300,
+        batch_size: int = 1,
+        stream: bool = False,
+        keep_images: bool | None = None,
+        progress: bool = False,
+    ) -> list[Detections] | Iterator[Detections]:
+        """Detect objects in ``source``.
+
+        Args:
+            source: an image or video path, folder, glob, PIL image, numpy array
+                (RGB, channels last), tensor (RGB, channels first) or a list of those;
+                see :mod:`rtdetr.infer.sources`.
+            conf: minimum score kept.
+            imgsz: model input side for this call (multiple of 32; fixed for ONNX).
+            classes: keep only these labels.
+            max_det: at most this many detections per image.
+            batch_size: images per forward pass.
+            stream: return a generator (bounded memory for large folders and videos)
+                instead of a list.
+            keep_images: attach each decoded image to its result (for ``plot()``);
+                default: always when streaming; for lists only in-memory inputs' images
+                (a whole folder's pixels may not fit in memory; still images are re-read
+                by ``plot()``, video frames are not).
+
+        Returns:
+            :class:`Detections` per image, in source order.
+        """
+        if imgsz is not None and imgsz != self.imgsz:
+            return Detector(self.backend, imgsz=imgsz, class_names=self.class_names).predict(
+                source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
+                stream=stream, keep_images=keep_images, progress=progress,
+            )  # fmt: skip
+        gen = self.stream(
+            source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
+            keep_images=True if (stream and keep_images is None) else keep_images, progress=progress,
+        )  # fmt: skip
+        return gen if stream else list(gen)
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return f"Detector(backend={type(self.backend).__name__}, imgsz={self.imgsz}, num_classes={self.num_classes})"
