@@ -1,4 +1,5 @@
-"""Command line: ``rtdetr <command> ...``. The only module that prints results."""
+"""Command line: ``rtdetr <command> ...``. This module and the ``command.py`` of each
+subpackage (which define their own subcommands) are the only ones that print results."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from typing import TYPE_CHECKING
 
 import torch
+
+from .infer.command import add_predict_parser
 
 if TYPE_CHECKING:
     from .train.train_config import TrainConfig
@@ -258,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="preset name (inferred from the tensors when omitted)")
     p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in SRC")
     p.set_defaults(func=_cmd_convert)
+
+    add_predict_parser(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")

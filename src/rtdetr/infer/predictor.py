@@ -212,7 +212,7 @@ class Detector:
         for chunk in _batched(frames, batch_size):
             results = self.predict_images([f.image for f in chunk], conf=conf, classes=classes, max_det=max_det)
             for frame, res in zip(chunk, results):
-                res.source, res.frame, res.index = frame.source, frame.frame, frame.index
+                res.source, res.frame, res.fps, res.index = frame.source, frame.frame, frame.fps, frame.index
                 keep = keep_images if keep_images is not None else frame.source is None
                 res.image = frame.image if keep else None
                 yield res

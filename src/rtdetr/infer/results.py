@@ -26,6 +26,7 @@ class Detections:
         image_size: original (width, height).
         source: the file it came from (None for in-memory inputs).
         frame: frame number within a video (None for still images).
+        fps: the video's frame rate (None for still images).
         index: position in the predicted stream.
         category_ids: dataset id per label (e.g. COCO's 1..90), for ``to_coco_json``.
         image: the decoded uint8 [3, H, W] RGB image when it was kept (see
@@ -40,6 +41,7 @@ class Detections:
     class_names: list[str] | None = None
     source: str | None = None
     frame: int | None = None
+    fps: float | None = None
     index: int = 0
     category_ids: list[int] | None = None
     image: Tensor | None = field(default=None, repr=False)
@@ -125,6 +127,7 @@ class Detections:
             class_names=self.class_names,
             source=self.source,
             frame=self.frame,
+            fps=self.fps,
             index=self.index,
             category_ids=self.category_ids,
             image=self.image,
