@@ -8,7 +8,7 @@ from collections import Counter
 
 import torch
 
-__all__ = ["add_predict_parser", "resolve_device"]
+__all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device"]
 
 
 def resolve_device(device: str) -> str:
@@ -69,3 +69,40 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-json", action="store_true", help="only write annotated media")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. eval_idx=2")
     p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from ..cli import _parse_sets
+    from .benchmark import benchmark_detector
+    from .predictor import Detector
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    detector = Detector.from_pretrained(
+        args.model, weights=args.weights, device=device, precision=args.precision, imgsz=args.imgsz,
+        **_parse_sets(args.set),
+    )  # fmt: skip
+    stats = benchmark_detector(detector, batch=args.batch, runs=args.runs, warmup=args.warmup)
+    print(f"{args.model} on {device} ({args.precision}, {torch.get_num_threads()} threads), "
+          f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs")  # fmt: skip
+    print("| scope | median ms | p90 ms | images/s |\n|---|---:|---:|---:|")
+    for scope, st in stats.items():
+        print(f"| {scope.replace('_', '-')} | {st.median_ms:.1f} | {st.p90_ms:.1f} | {st.images_per_s:.2f} |")
+    print("end-to-end = JPEG decode (1280x720) + resize + model + top-K + score filter")
+    return 0
+
+
+def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="latency and throughput, model-only and end to end")
+    p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. eval_idx=2")
+    p.set_defaults(func=_cmd_benchmark)

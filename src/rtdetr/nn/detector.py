@@ -50,10 +50,20 @@ class RTDETR(nn.Module):
         feats = self.encoder(self.backbone(images))
         return DetectionOutput(self.decoder(feats, targets))
 
-    def deploy(self) -> "RTDETR":
-        """Fuse re-parameterizable blocks (RepVGG) in place for inference; returns self in eval mode."""
+    def deploy(self, *, fold_bn: bool = True) -> "RTDETR":
+        """Prepare for inference in place; returns self in eval mode.
+
+        Fuses re-parameterizable blocks (RepVGG: two conv+BN branches -> one conv) and,
+        with ``fold_bn``, folds the remaining BatchNorms into their convolutions. The
+        function is unchanged up to float rounding; the ``state_dict`` changes, so
+        load weights before calling this.
+        """
+        from .layers import fold_batch_norms
+
         self.eval()
         for m in self.modules():
             if hasattr(m, "convert_to_deploy"):
                 m.convert_to_deploy()
+        if fold_bn:
+            fold_batch_norms(self)
         return self

@@ -20,6 +20,7 @@ __all__ = [
     "CSPRepLayer",
     "MLP",
     "freeze_batch_norm",
+    "fold_batch_norms",
 ]
 
 _ACTIVATIONS = {
@@ -173,3 +174,55 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
         if new is not child:
             setattr(module, name, new)
     return module
+
+
+def _last_conv(module: nn.Module) -> nn.Conv2d | None:
+    if isinstance(module, nn.Conv2d):
+        return module
+    if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], nn.Conv2d):
+        return module[-1]  # e.g. (ZeroPad2d, Conv2d) in the HGNetv2 stem
+    return None
+
+
+def _fold_into(conv: nn.Conv2d, norm: nn.Module) -> bool:
+    if not isinstance(norm, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+        return False
+    if isinstance(norm, nn.BatchNorm2d) and (norm.training or norm.running_var is None):
+        return False  # batch statistics: nothing fixed to fold
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(bias)
+    return True
+
+
+@torch.no_grad()
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a conv into that conv.
+
+    Pairs found: a module's ``conv`` + ``norm``/``bn`` children (conv-norm units,
+    whose forward applies them back to back) and consecutive (conv, norm) entries
+    of an ``nn.Sequential``. The conv gets weights scaled by ``gamma / std`` and the
+    bias ``beta - mean * gamma / std``; the norm becomes ``nn.Identity``. Same
+    function to float rounding, one memory pass fewer per layer. Changes the
+    ``state_dict`` (an inference-only transform, like RepVGG fusion). Returns the
+    number of norms folded.
+    """
+    folded = 0
+    for unit in list(module.modules()):
+        if isinstance(unit, nn.Sequential):
+            names = list(unit._modules)
+            for prev, cur in zip(names, names[1:]):
+                conv = _last_conv(unit._modules[prev])
+                if conv is not None and _fold_into(conv, unit._modules[cur]):
+                    unit._modules[cur] = nn.Identity()
+                    folded += 1
+            continue
+        conv = _last_conv(getattr(unit, "conv", None))
+        for name in ("norm", "bn"):
+            if conv is not None and _fold_into(conv, getattr(unit, name, None)):
+                setattr(unit, name, nn.Identity())
+                folded += 1
+    return folded
