@@ -42,6 +42,15 @@ def test_train_resume_val_and_finetune(synth, tmp_path, capsys):
     assert "AP50" in out and "circle" in out
     assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
 
+    # the checkpoint predicts at its training size, with its class names and dataset ids
+    from rtdetr.infer import Detector
+
+    detector = Detector.from_pretrained(run / "last.pt")
+    assert detector.imgsz == 96 and detector.class_names[:2] == ["circle", "square"]
+    (det,) = detector.predict(next((synth / "six" / "val").iterdir()), conf=0.0, max_det=3)
+    assert len(det) == 3 and set(det.names) <= set(detector.class_names)
+    assert {d["category_id"] for d in det.to_coco_json(0)} <= set(ckpt["category_ids"])
+
     # fine-tune the 6-class checkpoint on a 3-class dataset: heads are re-initialized
     ft = tmp_path / "ft"
     assert main(["train", "--data", str(synth / "three"), "--epochs", "1", "--out", str(ft),

@@ -29,7 +29,11 @@ def make_evaluator_for(dataset: Any) -> CocoEvaluator:
 
 
 def model_from_checkpoint(path: str | Path, *, prefer_ema: bool = True, **overrides: Any) -> nn.Module:
-    """Rebuild a model from one of our training checkpoints (config + weights + class names)."""
+    """Rebuild a model from one of our training checkpoints (config + weights + class names).
+
+    ``eval_spatial_size`` becomes the training image size, so ``Detector`` and export
+    default to the resolution the model learned at; ``overrides`` win over both.
+    """
     state = load_checkpoint(path)
     cfg = state.get("config")
     if not isinstance(cfg, dict) or "name" not in cfg:
@@ -42,6 +46,10 @@ def model_from_checkpoint(path: str | Path, *, prefer_ema: bool = True, **overri
     for k in ("eval_spatial_size", "num_top_queries"):
         if k in cfg:
             fields[k] = tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]
+    imgsz = (state.get("train_config") or {}).get("imgsz")
+    if isinstance(imgsz, int):
+        # Predict at the size the model was trained and validated at, not the preset's default.
+        fields["eval_spatial_size"] = (imgsz, imgsz)
     fields.update(overrides)
     model = build_model(cfg["name"], num_classes=cfg["num_classes"], **fields)
     weights = state["ema"]["module"] if prefer_ema and state.get("ema") else state["model"]
