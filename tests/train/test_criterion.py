@@ -139,3 +139,29 @@ def test_dn_positive_idx_size_mismatch_raises():
     targets = [{"labels": torch.tensor([1, 2]), "boxes": torch.rand(2, 4) * 0.3 + 0.2}]
     with pytest.raises(ValueError, match=r"dn_positive_idx\[0\] has 3 entries, expected 2 boxes x 2"):
         _criterion()(outputs, targets)
+
+
+def test_agnostic_query_selection_trains_the_objectness_head():
+    """With 'agnostic' selection the encoder head has one logit: its loss treats every target as class 0."""
+    import rtdetr
+
+    torch.manual_seed(0)
+    model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=5, num_queries=20, query_select_method="agnostic").train()
+    targets = [
+        {"labels": torch.tensor([3, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]])},
+        {"labels": torch.tensor([4]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+    ]
+    out = model(torch.rand(2, 3, 128, 128), targets)
+    enc = out["aux_outputs"][-1]
+    assert enc["pred_logits"].shape[-1] == 1
+    crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=5)
+    losses = crit(out, targets)
+    last = len(out["aux_outputs"]) - 1
+    zeros = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+    num_boxes = crit.num_boxes(targets, torch.device("cpu"))
+    expected = crit.loss_vfl(enc, zeros, crit.matcher(enc, zeros), num_boxes) * crit.weight_dict["loss_vfl"]
+    torch.testing.assert_close(losses[f"loss_vfl_aux_{last}"], expected)
+    total = total_loss(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.decoder.enc_score_head.weight.grad.abs().sum() > 0

@@ -205,7 +205,8 @@ class RTDETRCriterion(nn.Module):
         Args:
             outputs: ``pred_logits`` [B, Q, C], ``pred_boxes`` [B, Q, 4] (final
                 decoder layer); optional ``aux_outputs`` (list of such dicts:
-                decoder layers 0..L-2, then the encoder top-K head); optional
+                decoder layers 0..L-2, then the encoder top-K head, which has one
+                logit when ``enc_meta["class_agnostic"]`` is set); optional
                 ``dn_aux_outputs`` (one dict per decoder layer, [B, Q_dn, ...])
                 with ``dn_meta`` (``dn_positive_idx``, ``dn_num_group``).
             targets: B dicts, ``labels`` int64 [N_b], ``boxes`` [N_b, 4] cxcywh.
@@ -227,9 +228,16 @@ class RTDETRCriterion(nn.Module):
         main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
         losses = self._weighted(main, targets, self.matcher(main, targets), num_boxes, "")
 
-        for i, aux in enumerate(outputs.get("aux_outputs") or []):
-            indices = self.matcher(aux, targets)
-            losses.update(self._weighted(aux, targets, indices, num_boxes, f"_aux_{i}"))
+        aux_outputs = outputs.get("aux_outputs") or []
+        agnostic_enc = bool((outputs.get("enc_meta") or {}).get("class_agnostic"))
+        for i, aux in enumerate(aux_outputs):
+            aux_targets = targets
+            if agnostic_enc and i == len(aux_outputs) - 1:
+                # 'agnostic' query selection: the encoder head (last aux entry) has one
+                # objectness logit, so every target is class 0 for its matching and VFL.
+                aux_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+            indices = self.matcher(aux, aux_targets)
+            losses.update(self._weighted(aux, aux_targets, indices, num_boxes, f"_aux_{i}"))
 
         dn_outputs = outputs.get("dn_aux_outputs") or []
         if dn_outputs:
