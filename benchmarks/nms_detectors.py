@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nms_ops import yolo_candidates, yolo_nms
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from rtdetr import build_postprocessor
 from rtdetr.nn.postprocess import PostProcessor
-
-from nms_ops import yolo_candidates, yolo_nms
 
 __all__ = ["Preprocess", "RTDETRRunner", "YoloRunner", "load_ours", "load_yolo", "untrained_ours"]
 
@@ -185,4 +184,3 @@ def load_yolo(path: str | Path, device: torch.device) -> nn.Module:
 
     model = YOLO(str(path)).model
     return model.float().fuse(verbose=False).eval().to(device)
-

@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from nms_detectors import Preprocess, RTDETRRunner, YoloRunner
 from nms_ops import count_above, summarize_ms, timed, yolo_candidates, yolo_nms
+from torch import Tensor
 
 __all__ = [
     "ValImage",
-    "load_val_images",
-    "raw_outputs",
-    "coco_ap",
     "box_counts",
-    "yolo_nms_grid",
-    "ours_threshold_sweep",
+    "coco_ap",
     "e2e_latency",
+    "load_val_images",
+    "ours_threshold_sweep",
+    "raw_outputs",
+    "yolo_nms_grid",
 ]
 
 Sync = Callable[[], None]
@@ -84,8 +83,12 @@ def box_counts(runner: Any, raws: Sequence[Any], thresholds: Sequence[float]) ->
         p, a = count_above(runner.scores(raw), thresholds)
         pairs.append(p)
         anchors.append(a)
-    mean = lambda rows: [statistics.fmean(col) for col in zip(*rows)]  # noqa: E731  per threshold
-    return {"thresholds": list(thresholds), "pairs": mean(pairs), "anchors": mean(anchors)}
+    return {"thresholds": list(thresholds), "pairs": _column_means(pairs), "anchors": _column_means(anchors)}
+
+
+def _column_means(rows: list[list[int]]) -> list[float]:
+    """Per-threshold mean over images (rows: images, columns: thresholds)."""
+    return [statistics.fmean(col) for col in zip(*rows)]
 
 
 def _per_image_median(times: list[list[float]]) -> list[float]:
@@ -123,8 +126,8 @@ def yolo_nms_grid(
         for s in settings[rot:] + settings[:rot]:
             conf, iou = s
             for k, raw in enumerate(raws):
-                cand, t_f = timed(lambda: yolo_candidates(raw, conf, multi_label=runner.multi_label), sync)
-                out, t_n = timed(lambda: yolo_nms(cand, iou, runner.max_det), sync)
+                cand, t_f = timed(sync, yolo_candidates, raw, conf, multi_label=runner.multi_label)
+                out, t_n = timed(sync, yolo_nms, cand, iou, runner.max_det)
                 if rep >= warmup:
                     filt_t[s][k].append(t_f)
                     nms_t[s][k].append(t_n)
@@ -168,7 +171,8 @@ def ours_threshold_sweep(
             rot = rep % len(thresholds)
             for thr in list(thresholds[rot:]) + list(thresholds[:rot]):
                 for k, (raw, im) in enumerate(zip(rs, images)):
-                    out, t = timed(lambda: posts[thr](raw, im.orig_wh[None])[0], sync)
+                    out, t = timed(sync, posts[thr], raw, im.orig_wh[None])
+                    out = out[0]
                     if rep >= warmup:
                         times[thr][k].append(t)
                     if rep == 0:
@@ -207,9 +211,9 @@ def e2e_latency(
         for runner in list(runners[rot:]) + list(runners[:rot]):
             for k in range(warmup + len(images)):
                 im = images[k % len(images)]
-                x, t_pre = timed(lambda: pre(im.image), sync)
-                raw, t_model = timed(lambda: runner.forward(x), sync)
-                _, t_post = timed(lambda: runner.postprocess(raw, im.orig_wh), sync)
+                x, t_pre = timed(sync, pre, im.image)
+                raw, t_model = timed(sync, runner.forward, x)
+                _, t_post = timed(sync, runner.postprocess, raw, im.orig_wh)
                 if k >= warmup:
                     r = rec[runner.name]
                     r["pre"].append(t_pre)

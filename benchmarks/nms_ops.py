@@ -25,12 +25,12 @@ from torchvision.ops import batched_nms
 
 __all__ = [
     "Candidates",
-    "yolo_candidates",
-    "yolo_nms",
     "count_above",
     "device_sync",
-    "timed",
     "summarize_ms",
+    "timed",
+    "yolo_candidates",
+    "yolo_nms",
 ]
 
 # (boxes xyxy [N, 4], scores [N], class indices [N])
@@ -95,11 +95,11 @@ def device_sync(device: torch.device | str) -> Callable[[], None]:
     return lambda: None
 
 
-def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, float]:
-    """``(fn(), seconds)``, with the device synchronized before and after so queued work counts."""
+def timed(sync: Callable[[], None], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)``, the device synchronized before and after so queued work counts."""
     sync()
     t = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     sync()
     return out, time.perf_counter() - t
 
@@ -107,5 +107,5 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[Any, float]:
 def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
     """Median, mean and 90th percentile of a list of durations, in milliseconds."""
     ms = sorted(s * 1e3 for s in seconds)
-    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
     return {"median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "p90_ms": p90, "n": len(ms)}

@@ -12,6 +12,8 @@ from typing import Any
 
 __all__ = ["markdown_tables", "write_report"]
 
+DPI = 100  # enough to read every label; keeps the committed PNGs small
+
 
 def _f(v: Any, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
@@ -29,10 +31,12 @@ def markdown_tables(res: dict[str, Any]) -> str:
         "",
         f"Command: `{res['command']}`",
         "",
-        f"Machine: {m['device_name']}; torch {m['torch']}, torchvision {m['torchvision']}, "
-        f"ultralytics {m.get('ultralytics', '-')}; {m['threads']} torch threads for every timing; "
-        f"load average before / after: {m['load_before']} / {m['load_after']}. "
-        f"Total wall time: {res['wall_s'] / 60:.1f} min.",
+        (
+            f"Machine: {m['device_name']}; torch {m['torch']}, torchvision {m['torchvision']}, "
+            f"ultralytics {m.get('ultralytics', '-')}; {m['threads']} torch threads for every timing; "
+            f"load average before / after: {m['load_before']} / {m['load_after']}. "
+            f"Total wall time: {res['wall_s'] / 60:.1f} min."
+        ),
         "",
     ]
     if res.get("training"):
@@ -45,9 +49,9 @@ def markdown_tables(res: dict[str, Any]) -> str:
     counts = res["box_counts"]
     thr = counts["table_thresholds"]
     lines += ["## (a) Boxes per image above the confidence threshold", "",
-              "Mean over the validation images. YOLO pairs: (anchor, class) pairs above the threshold, "
-              "the boxes that enter multi-label NMS; anchors: anchors whose best class is above it. "
-              "RT-DETR: (query, class) pairs of its output (the top-K postprocessor needs no NMS).", "",
+              ("Mean over the validation images. YOLO pairs: (anchor, class) pairs above the threshold, "
+               "the boxes that enter multi-label NMS; anchors: anchors whose best class is above it. "
+               "RT-DETR: (query, class) pairs of its output (the top-K postprocessor needs no NMS)."), "",
               "| detector | count | " + " | ".join(f"> {t:g}" for t in thr) + " |",
               "|---|---|" + "---:|" * len(thr)]  # fmt: skip
     for name, c in counts["detectors"].items():
@@ -59,8 +63,8 @@ def markdown_tables(res: dict[str, Any]) -> str:
 
     for name, rows in res["nms_grid"].items():
         lines += [f"## (b) {name}: NMS time and AP per (confidence, IoU) threshold", "",
-                  "Per image: filter = threshold + box conversion, NMS = torchvision `batched_nms` + top 300; "
-                  "medians over repetitions, then the median (and mean) over images. AP on the same images.", "",
+                  ("Per image: filter = threshold + box conversion, NMS = torchvision `batched_nms` + top 300; "
+                   "medians over repetitions, then the median (and mean) over images. AP on the same images."), "",
                   "| conf | IoU | boxes in | boxes kept | filter (ms) | NMS (ms) | total median (ms) | total mean (ms) | AP | AP50 |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in rows:
@@ -83,11 +87,11 @@ def markdown_tables(res: dict[str, Any]) -> str:
     lines.append("")
 
     lines += ["## (c) End-to-end latency, batch 1 (preprocess + model + NMS or top-K postprocess)", "",
-              "Medians over every timed call (all images x all rounds); p90 of the total. "
-              "AP with exactly this postprocessing; '-' = latency only (random weights: a DETR's "
-              "compute does not depend on its weights; YOLO's NMS does, so no untrained YOLO is timed).", "",
-              "| detector | postprocess | AP | AP50 | preprocess (ms) | model (ms) | postprocess (ms) | "
-              "total median (ms) | total p90 (ms) | FPS (1 / median) |",
+              ("Medians over every timed call (all images x all rounds); p90 of the total. "
+               "AP with exactly this postprocessing; '-' = latency only (random weights: a DETR's "
+               "compute does not depend on its weights; YOLO's NMS does, so no untrained YOLO is timed)."), "",
+              ("| detector | postprocess | AP | AP50 | preprocess (ms) | model (ms) | postprocess (ms) | "
+               "total median (ms) | total p90 (ms) | FPS (1 / median) |"),
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in res["e2e"]:
         t = r["latency"]
@@ -114,7 +118,7 @@ def _plot_boxes(res: dict[str, Any], path: Path, plt: Any) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -148,14 +152,14 @@ def _plot_nms(res: dict[str, Any], path: Path, plt: Any) -> None:
             a.grid(alpha=0.3, which="both")
             a.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
 def _plot_ap_latency(res: dict[str, Any], path: Path, plt: Any) -> None:
     rows = res["e2e"]
-    fig = plt.figure(figsize=(16, 5.5))
-    ax = fig.add_axes((0.05, 0.12, 0.38, 0.78))
+    fig = plt.figure(figsize=(15, 5.2))
+    ax = fig.add_axes((0.05, 0.12, 0.37, 0.76))
     colors = {"rtdetr": "tab:blue", "yolo": "tab:red"}
     for i, r in enumerate(rows, 1):  # points carry their table row number: long labels would overlap
         t = r["latency"]["total"]["median_ms"]
@@ -173,7 +177,7 @@ def _plot_ap_latency(res: dict[str, Any], path: Path, plt: Any) -> None:
            title=f"AP vs end-to-end latency, batch 1\n{res['machine']['device_name']}")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    tab = fig.add_axes((0.46, 0.05, 0.53, 0.9))
+    tab = fig.add_axes((0.44, 0.05, 0.55, 0.9))
     tab.axis("off")
     cells = [[str(i), r["name"], r["setting_short"], "-" if r.get("AP") is None else f"{r['AP']:.3f}",
               f"{r['latency']['pre']['median_ms']:.2f}", f"{r['latency']['model']['median_ms']:.2f}",
@@ -185,7 +189,7 @@ def _plot_ap_latency(res: dict[str, Any], path: Path, plt: Any) -> None:
     table.set_fontsize(8)
     table.auto_set_column_width(list(range(len(cols))))
     table.scale(1, 1.5)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # the table may reach past the figure edge
     plt.close(fig)
 
 

@@ -38,14 +38,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, when run from anywhere
 
-import rtdetr  # noqa: E402
-from nms_detectors import Preprocess, RTDETRRunner, YoloRunner, load_ours, load_yolo, untrained_ours  # noqa: E402
-from nms_measure import (  # noqa: E402
-    box_counts, coco_ap, e2e_latency, load_val_images, ours_threshold_sweep, raw_outputs, yolo_nms_grid,
-)  # fmt: skip
-from nms_ops import device_sync  # noqa: E402
-from nms_report import write_report  # noqa: E402
-from train_synthetic import FROM_SCRATCH, ensure_data, train_ours, train_yolo  # noqa: E402
+from nms_detectors import Preprocess, RTDETRRunner, YoloRunner, load_ours, load_yolo, untrained_ours
+from nms_measure import (
+    box_counts,
+    coco_ap,
+    e2e_latency,
+    load_val_images,
+    ours_threshold_sweep,
+    raw_outputs,
+    yolo_nms_grid,
+)
+from nms_ops import device_sync
+from nms_report import write_report
+from train_synthetic import FROM_SCRATCH, ensure_data, train_ours, train_yolo
+
+import rtdetr
 
 GRID_CONF = (0.001, 0.01, 0.05, 0.25)
 GRID_IOU = (0.5, 0.6, 0.7, 0.8)

@@ -80,7 +80,7 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
         epochs=pick(args.epochs, recipe.epochs), batch_size=args.batch_size, imgsz=args.imgsz,
         lr=pick(args.lr, recipe.lr), backbone_lr=pick(args.backbone_lr, recipe.backbone_lr),
         weight_decay=recipe.weight_decay, betas=tuple(recipe.betas), clip_max_norm=recipe.clip_max_norm,
-        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters), ema_decay=recipe.ema_decay,
+        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters), ema_decay=pick(args.ema_decay, recipe.ema_decay),
         ema_warmup=pick(args.ema_warmup, recipe.ema_warmup), stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
         multi_scale=recipe.multi_scale and not args.no_multi_scale, lr_schedule=args.lr_schedule, amp=args.amp,
         accumulate=args.accumulate, num_workers=args.workers, seed=args.seed, freeze_backbone=args.freeze_backbone,
@@ -195,6 +195,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-lr", type=float, default=None, help="default: the preset's recipe")
     p.add_argument("--warmup-iters", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--ema-warmup", type=int, default=None, help="default: the preset's recipe")
+    p.add_argument("--ema-decay", type=float, default=None, help="default: the preset's recipe (0.9999)")
     p.add_argument("--lr-schedule", choices=["flat", "cosine"], default="flat")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
