@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .export.command import add_export_parser
 from .infer.command import add_benchmark_parser, add_predict_parser
 
 if TYPE_CHECKING:
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     add_predict_parser(sub)
+    add_export_parser(sub)
     add_benchmark_parser(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
