@@ -13,6 +13,7 @@ import torch
 
 from .export.command import add_export_parser
 from .infer.command import add_benchmark_parser, add_predict_parser
+from .serve.command import add_serve_parser
 
 if TYPE_CHECKING:
     from .train.train_config import TrainConfig
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_export_parser(sub)
     add_benchmark_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")
