@@ -50,7 +50,7 @@ from nms_measure import (
 )
 from nms_ops import device_sync
 from nms_report import write_report
-from train_synthetic import FROM_SCRATCH, ensure_data, train_ours, train_yolo
+from train_synthetic import ensure_data, train_ours, train_yolo
 
 import rtdetr
 
@@ -136,16 +136,16 @@ def train_models(args: argparse.Namespace, data: Path, run_dir: Path) -> list[di
     """Train what no checkpoint was given for; appends the new checkpoints to args."""
     rows, budget = [], args.budget_min * 60
     if not args.ours_ckpt:
-        FROM_SCRATCH["amp"] = not args.no_amp  # the module-level recipe train_ours reads
         log(f"training {args.ours_model} for {args.budget_min:g} min")
-        r = train_ours(data, args.ours_model, args.imgsz, budget, run_dir / "ours", {"num_queries": args.num_queries})
+        r = train_ours(data, args.ours_model, args.imgsz, budget, run_dir / "ours", {"num_queries": args.num_queries},
+                       amp=not args.no_amp)
         args.ours_ckpt = [str(slim_checkpoint(run_dir / "ours" / "last.pt", run_dir / "ours" / "model_only.pt"))]
         rows.append({"model": r["model"] + (" (bf16 autocast)" if not args.no_amp else ""), "budget_min": args.budget_min,
                      "epochs": r["epochs"], "AP": r["AP"]})  # fmt: skip
         log(f"ours trained: {r}")
     if not args.yolo_ckpt:
-        log(f"training YOLOv8n for {args.budget_min:g} min (Ultralytics' recipe, on the CPU)")
-        r = train_yolo(data, args.imgsz, budget, run_dir.resolve())
+        log(f"training YOLOv8n for {args.budget_min:g} min (Ultralytics' recipe, on {args.device})")
+        r = train_yolo(data, args.imgsz, budget, run_dir.resolve(), device=args.device)
         weights = run_dir / "yolo" / "weights"
         args.yolo_ckpt = [str(weights / ("best.pt" if (weights / "best.pt").exists() else "last.pt"))]
         rows.append({"model": r["model"] + " (AP: Ultralytics predict, conf 0.001)", "budget_min": args.budget_min,
@@ -195,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(device, threads)
     run_dir, out = Path(args.run_dir), Path(args.out)
     data = ensure_data(run_dir / "data", args.imgsz, args.train_images, args.val_images)
-    if device.type == "cuda" and not (args.ours_ckpt and args.yolo_ckpt):
-        log("note: train_synthetic.train_yolo trains on the CPU only; pass --yolo-ckpt for a fair GPU run")
     training = train_models(args, data, run_dir)
 
     torch.set_num_threads(threads)  # Ultralytics' CPU training sets 1 thread; every timing uses `threads`

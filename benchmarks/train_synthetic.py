@@ -39,24 +39,28 @@ def ensure_data(root: Path, imgsz: int, num_train: int, num_val: int) -> Path:
     return root
 
 
-def train_ours(data: Path, model: str, imgsz: int, budget_s: float, out: Path, overrides: dict) -> dict:
+def train_ours(
+    data: Path, model: str, imgsz: int, budget_s: float, out: Path, overrides: dict, *, amp: bool = False
+) -> dict:
     n_train = len(build_dataset(resolve_dataset(data), "train"))
     # The epoch count only shapes the cosine schedule (the budget ends the run): size it
     # from the speed of a few probe steps, which do not count against the budget.
-    probe_cfg = TrainConfig(epochs=1, imgsz=imgsz, out_dir=str(out / "probe"), max_steps_per_epoch=4, **FROM_SCRATCH)
+    probe_cfg = TrainConfig(
+        epochs=1, imgsz=imgsz, out_dir=str(out / "probe"), max_steps_per_epoch=4, amp=amp, **FROM_SCRATCH
+    )
     probe = build_trainer(model, data, probe_cfg, model_overrides=overrides)
     t = time.perf_counter()
     probe.train_one_epoch(0)
     rate = probe.step * probe_cfg.batch_size / (time.perf_counter() - t)
     epochs = max(2, round(budget_s * rate / n_train))
-    cfg = TrainConfig(epochs=epochs, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, **FROM_SCRATCH)
+    cfg = TrainConfig(epochs=epochs, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, amp=amp, **FROM_SCRATCH)
     trainer = build_trainer(model, data, cfg, model_overrides=overrides)
     trainer.fit()
     m = trainer.last_metrics or trainer.evaluate()
     rates = [h["images_per_s"] for h in trainer.history]  # training only, evaluation excluded
     return {
         "model": f"rtdetr {model}", "AP": m["AP"], "AP50": m["AP50"],
-        "train_img_s": sum(rates) / len(rates), "epochs": trainer.epoch,
+        "train_img_s": sum(rates) / len(rates), "epochs": trainer.epoch, "checkpoint": str(out / "last.pt"),
     }  # fmt: skip
 
 
@@ -107,14 +111,14 @@ def _evaluate(forward, val, loader) -> dict:
     return evaluator.compute()
 
 
-def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path) -> dict:
+def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path, *, device: str = "cpu") -> dict:
     from ultralytics import YOLO
 
     yaml_path = _export_yolo_layout(data, out / "yolo_data")
     model = YOLO("yolov8n.yaml")
     t0 = time.perf_counter()
     model.train(
-        data=str(yaml_path), epochs=1000, time=budget_s / 3600, imgsz=imgsz, device="cpu", workers=2,
+        data=str(yaml_path), epochs=1000, time=budget_s / 3600, imgsz=imgsz, device=device, workers=2,
         batch=FROM_SCRATCH["batch_size"], pretrained=False, amp=False, plots=False, val=False,
         project=str(out), name="yolo", exist_ok=True, verbose=False,
     )  # fmt: skip
@@ -122,7 +126,7 @@ def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path) -> dict:
     val = build_dataset(resolve_dataset(data), "val")
     evaluator = make_evaluator_for(val)
     for i in range(len(val)):
-        r = model.predict(str(val.image_path(i)), imgsz=imgsz, conf=0.001, device="cpu", verbose=False)[0]
+        r = model.predict(str(val.image_path(i)), imgsz=imgsz, conf=0.001, device=device, verbose=False)[0]
         evaluator.update([{
             "image_id": int(val.image_ids[i]), "boxes": r.boxes.xyxy, "scores": r.boxes.conf,
             "labels": torch.tensor([val.category_ids[int(c)] for c in r.boxes.cls], dtype=torch.int64),
@@ -231,15 +235,13 @@ def main() -> None:
             print(f"| {r['impl']} | {r['median_s']:.2f} | {r['img_s']:.2f} | {r['img_s'] / base:.2f}x |")
         return
 
-    if args.amp:
-        FROM_SCRATCH["amp"] = True
     if args.lr:
         FROM_SCRATCH.update(lr=args.lr, backbone_lr=args.lr)
     data = ensure_data(Path(args.data), args.imgsz, args.train_images, args.val_images)
     budget = args.budget_min * 60
     results = []
     if not args.skip_ours:
-        results.append(train_ours(data, args.model, args.imgsz, budget, Path(args.data).parent / "ours", {"num_queries": args.num_queries}))
+        results.append(train_ours(data, args.model, args.imgsz, budget, Path(args.data).parent / "ours", {"num_queries": args.num_queries}, amp=args.amp))
         print(results[-1], flush=True)
     runners = {
         "hf": lambda: train_hf(data, args.imgsz, budget),
@@ -255,7 +257,7 @@ def main() -> None:
         print(results[-1], flush=True)
     print(f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
           f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
-          f"lr {FROM_SCRATCH['lr']}, amp {FROM_SCRATCH.get('amp', False)}")  # fmt: skip
+          f"lr {FROM_SCRATCH['lr']}, amp {args.amp}")  # fmt: skip
     print("| model | AP | AP50 | train images/s | epochs |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
