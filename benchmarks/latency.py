@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import logging
-import statistics
 import sys
 import tempfile
 import time
@@ -36,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rtdetr  # noqa: E402
-from rtdetr.infer import Detector, TorchBackend, preprocess  # noqa: E402
-from rtdetr.infer.benchmark import _decode, synthetic_jpeg  # noqa: E402
+from rtdetr.infer import Detector, TorchBackend  # noqa: E402
+from rtdetr.infer.benchmark import LatencyStats, detector_calls, synthetic_jpeg  # noqa: E402
 
 log = logging.getLogger("latency")
 
@@ -80,45 +79,37 @@ def build_paths(model: torch.nn.Module, imgsz: int, workdir: Path, calib, *, thr
 
 
 def time_paths(paths: dict[str, Detector], *, rounds: int, per_round: int, batch: int) -> dict[str, dict[str, list[float]]]:
-    """Interleaved timing; returns per path and scope the list of call times in ms."""
+    """Interleaved timing; returns per path and scope (``model``, ``end_to_end``) the call times in ms."""
     jpeg = synthetic_jpeg()
-    prepared = {}
-    for name, det in paths.items():
-        images, sizes = preprocess([_decode(jpeg) for _ in range(batch)], det.imgsz)
-        prepared[name] = (images, sizes)
-        for _ in range(2):  # warm-up: kernel selection, allocator, oneDNN primitive caches
-            det.backend(images, sizes)
-            det.predict_images([_decode(jpeg)] * batch, conf=0.5)
-    times = {name: {"model": [], "end-to-end": []} for name in paths}
+    calls = {name: detector_calls(det, batch=batch, jpeg=jpeg) for name, det in paths.items()}
+    for scopes in calls.values():
+        for fn in scopes.values():  # warm-up: kernel selection, allocator, oneDNN primitive caches
+            fn()
+            fn()
+    times = {name: {scope: [] for scope in scopes} for name, scopes in calls.items()}
     for r in range(rounds):
-        for name, det in paths.items():
-            images, sizes = prepared[name]
+        for name, scopes in calls.items():
             for _ in range(per_round):
-                t = time.perf_counter()
-                det.backend(images, sizes)
-                times[name]["model"].append((time.perf_counter() - t) * 1e3)
-                t = time.perf_counter()
-                det.predict_images([_decode(jpeg) for _ in range(batch)], conf=0.5)
-                times[name]["end-to-end"].append((time.perf_counter() - t) * 1e3)
+                for scope, fn in scopes.items():
+                    t = time.perf_counter()
+                    fn()
+                    times[name][scope].append((time.perf_counter() - t) * 1e3)
         log.info("round %d/%d done", r + 1, rounds)
     return times
 
 
-def _p90(values: list[float]) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, round(0.9 * (len(v) - 1)))]
-
-
 def print_latency(times: dict[str, dict[str, list[float]]], batch: int, ref: str | None) -> list[dict]:
     rows = []
-    ref_ms = statistics.median(times[ref]["model"]) if ref in times else None
-    print(f"\n| path | model median ms | p90 | vs transformers | end-to-end median ms | p90 | images/s (e2e) |")
+    stats = {name: {scope: LatencyStats.from_times(t, batch) for scope, t in scopes.items()} for name, scopes in times.items()}
+    ref_ms = stats[ref]["model"].median_ms if ref in stats else None
+    print("\n| path | model median ms | p90 | vs transformers | end-to-end median ms | p90 | images/s (e2e) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, t in times.items():
-        m, e = statistics.median(t["model"]), statistics.median(t["end-to-end"])
-        ratio = f"{m / ref_ms:.2f}x" if ref_ms else "-"
-        print(f"| {name} | {m:.1f} | {_p90(t['model']):.1f} | {ratio} | {e:.1f} | {_p90(t['end-to-end']):.1f} | {batch * 1e3 / e:.2f} |")
-        rows.append({"path": name, "model_ms": m, "model_p90": _p90(t["model"]), "e2e_ms": e, "ratio": m / ref_ms if ref_ms else None})
+    for name, st in stats.items():
+        m, e = st["model"], st["end_to_end"]
+        ratio = f"{m.median_ms / ref_ms:.2f}x" if ref_ms else "-"
+        print(f"| {name} | {m.median_ms:.1f} | {m.p90_ms:.1f} | {ratio} | {e.median_ms:.1f} | {e.p90_ms:.1f} | {e.images_per_s:.2f} |")
+        rows.append({"path": name, "model_ms": m.median_ms, "model_p90": m.p90_ms, "e2e_ms": e.median_ms,
+                     "ratio": m.median_ms / ref_ms if ref_ms else None})  # fmt: skip
     return rows
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..data.image_io import pil_to_tensor
 from .predictor import Detector, preprocess
 
-__all__ = ["LatencyStats", "time_callable", "benchmark_detector", "synthetic_jpeg"]
+__all__ = ["LatencyStats", "time_callable", "benchmark_detector", "detector_calls", "synthetic_jpeg", "decode_jpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ class LatencyStats:
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "images_per_s": self.images_per_s}
 
+    @classmethod
+    def from_times(cls, times_ms: list[float], batch: int = 1) -> "LatencyStats":
+        """Statistics of measured call times (milliseconds, any order)."""
+        times = sorted(times_ms)
+        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+        return cls(statistics.median(times), p90, statistics.fmean(times), len(times), batch)
+
 
 def time_callable(
     fn: Callable[[], object], *, warmup: int = 3, runs: int = 20, batch: int = 1, sync: Callable[[], None] | None = None
@@ -67,9 +74,7 @@ def time_callable(
         if sync:
             sync()
         times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    return LatencyStats(statistics.median(times), p90, statistics.fmean(times), runs, batch)
+    return LatencyStats.from_times(times, batch)
 
 
 def synthetic_jpeg(width: int = 1280, height: int = 720, *, seed: int = 0, quality: int = 90) -> bytes:
@@ -86,6 +91,22 @@ def synthetic_jpeg(width: int = 1280, height: int = 720, *, seed: int = 0, quali
     return buf.getvalue()
 
 
+def detector_calls(
+    detector: Detector, *, batch: int = 1, conf: float = 0.5, jpeg: bytes | None = None
+) -> dict[str, Callable[[], object]]:
+    """The two timed calls: ``{"model": ..., "end_to_end": ...}`` (see the module docstring)."""
+    jpeg = jpeg if jpeg is not None else synthetic_jpeg()
+    images, sizes = preprocess([decode_jpeg(jpeg) for _ in range(batch)], detector.imgsz)
+
+    def model() -> object:
+        return detector.backend(images, sizes)
+
+    def end_to_end() -> object:
+        return detector.predict_images([decode_jpeg(jpeg) for _ in range(batch)], conf=conf)
+
+    return {"model": model, "end_to_end": end_to_end}
+
+
 def benchmark_detector(
     detector: Detector,
     *,
@@ -96,22 +117,14 @@ def benchmark_detector(
     jpeg: bytes | None = None,
 ) -> dict[str, LatencyStats]:
     """Time ``detector`` in both scopes; returns ``{"model": ..., "end_to_end": ...}``."""
-    jpeg = jpeg if jpeg is not None else synthetic_jpeg()
     device = getattr(detector.backend, "device", torch.device("cpu"))
     sync = torch.cuda.synchronize if isinstance(device, torch.device) and device.type == "cuda" else None
-    decoded: list[Tensor] = [_decode(jpeg) for _ in range(batch)]
-    images, sizes = preprocess(decoded, detector.imgsz)
-    model_stats = time_callable(lambda: detector.backend(images, sizes), warmup=warmup, runs=runs, batch=batch, sync=sync)
-
-    def end_to_end() -> None:
-        frames = [_decode(jpeg) for _ in range(batch)]
-        detector.predict_images(frames, conf=conf)
-
-    e2e_stats = time_callable(end_to_end, warmup=warmup, runs=runs, batch=batch, sync=sync)
-    return {"model": model_stats, "end_to_end": e2e_stats}
+    calls = detector_calls(detector, batch=batch, conf=conf, jpeg=jpeg)
+    return {scope: time_callable(fn, warmup=warmup, runs=runs, batch=batch, sync=sync) for scope, fn in calls.items()}
 
 
-def _decode(data: bytes) -> Tensor:
+def decode_jpeg(data: bytes) -> Tensor:
+    """Encoded image bytes -> uint8 [3, H, W] RGB, as ``predict`` decodes files."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return pil_to_tensor(im).as_subclass(Tensor)

@@ -8,7 +8,7 @@ from collections import Counter
 
 import torch
 
-__all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device"]
+__all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device", "detector_from_args"]
 
 
 def resolve_device(device: str) -> str:
@@ -18,16 +18,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def detector_from_args(args: argparse.Namespace):
+    """The Detector that ``--model``, ``--weights``, ``--device``, ``--precision``, ``--imgsz``
+    and (where the command has it) ``--set`` describe."""
     from ..cli import _parse_sets
     from .predictor import Detector
+
+    return Detector.from_pretrained(
+        args.model, weights=args.weights, device=resolve_device(args.device), precision=args.precision,
+        imgsz=args.imgsz, **_parse_sets(getattr(args, "set", None)),
+    )  # fmt: skip
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     from .writer import PredictionWriter
 
     device = resolve_device(args.device)
-    detector = Detector.from_pretrained(
-        args.model, weights=args.weights, device=device, precision=args.precision, imgsz=args.imgsz,
-        **_parse_sets(args.set),
-    )  # fmt: skip
+    detector = detector_from_args(args)
     source = args.source[0] if len(args.source) == 1 else args.source
     counts: Counter[str] = Counter()
     n_images, speed_sum = 0, Counter()
@@ -72,17 +79,12 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from ..cli import _parse_sets
     from .benchmark import benchmark_detector
-    from .predictor import Detector
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    detector = Detector.from_pretrained(
-        args.model, weights=args.weights, device=device, precision=args.precision, imgsz=args.imgsz,
-        **_parse_sets(args.set),
-    )  # fmt: skip
+    detector = detector_from_args(args)
     stats = benchmark_detector(detector, batch=args.batch, runs=args.runs, warmup=args.warmup)
     print(f"{args.model} on {device} ({args.precision}, {torch.get_num_threads()} threads), "
           f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs")  # fmt: skip

@@ -66,16 +66,19 @@ class ConvNormLayer(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+def _conv_norm_params(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """Kernel and bias of a single conv equivalent to ``norm(conv(x))`` with fixed statistics."""
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    kernel = conv.weight * scale.reshape(-1, 1, 1, 1)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return kernel, bias
+
+
 def _fuse_conv_norm(unit: ConvNormLayer) -> tuple[Tensor, Tensor]:
     """Kernel and bias of a single conv equivalent to ``unit.norm(unit.conv(x))`` (eval mode)."""
-    norm = unit.norm
-    std = (norm.running_var + norm.eps).sqrt()
-    scale = norm.weight / std
-    kernel = unit.conv.weight * scale.reshape(-1, 1, 1, 1)
-    bias = norm.bias - norm.running_mean * scale
-    if unit.conv.bias is not None:
-        bias = bias + unit.conv.bias * scale
-    return kernel, bias
+    return _conv_norm_params(unit.conv, unit.norm)
 
 
 class RepVggBlock(nn.Module):
@@ -189,11 +192,8 @@ def _fold_into(conv: nn.Conv2d, norm: nn.Module) -> bool:
         return False
     if isinstance(norm, nn.BatchNorm2d) and (norm.training or norm.running_var is None):
         return False  # batch statistics: nothing fixed to fold
-    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
-    bias = norm.bias - norm.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    kernel, bias = _conv_norm_params(conv, norm)
+    conv.weight.copy_(kernel)
     conv.bias = nn.Parameter(bias)
     return True
 

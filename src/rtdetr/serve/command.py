@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-__all__ = ["add_serve_parser", "configure_parser", "run_serve", "load_detector"]
+__all__ = ["add_serve_parser", "configure_parser", "run_serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_detector(args: argparse.Namespace) -> Any:
-    """The :class:`rtdetr.infer.Detector` named by ``--model``, ``--weights``, ``--imgsz``, ``--device``, ``--precision``."""
-    from ..infer import Detector
-    from ..infer.command import resolve_device
-
-    return Detector.from_pretrained(
-        args.model, weights=args.weights, imgsz=args.imgsz, device=resolve_device(args.device), precision=args.precision
-    )
-
-
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model, build the app and run uvicorn until interrupted."""
     try:
@@ -82,6 +72,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from exc
     import torch
 
+    from ..infer.command import detector_from_args, resolve_device
+
     for flag, value in (("--max-batch", args.max_batch), ("--queue-size", args.queue_size)):
         if value < 1:
             raise SystemExit(f"{flag} must be positive, got {value}")
@@ -89,7 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"--port must be in 0..65535, got {args.port}")
     if args.workers_threads:
         torch.set_num_threads(args.workers_threads)
-    if not str(args.device).startswith("cuda") and not (args.device == "auto" and torch.cuda.is_available()):
+    if not resolve_device(args.device).startswith("cuda"):
         # Before any thread allocates: batched activations above glibc's mmap threshold
         # would otherwise be page-faulted in again on every forward (10-20% per image at
         # batch 4-8 for R18 at 640), which would cancel what dynamic batching gains.
@@ -102,7 +94,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "binding %s without an API key: anyone who can reach it can use the model (set --api-key)", args.host
         )
 
-    detector = load_detector(args)
+    detector = detector_from_args(args)
     app = create_app(
         detector,
         model_name=args.model,
