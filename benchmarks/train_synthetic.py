@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import rtdetr
-from rtdetr.data import BatchCollator, build_dataset, build_transforms, generate_synthetic_dataset, resolve_dataset
+from rtdetr.data import (
+    BatchCollator, build_dataset, build_transforms, default_num_workers, generate_synthetic_dataset, resolve_dataset,
+)  # fmt: skip
 from rtdetr.demo import DEMO_SETTINGS
 from rtdetr.nn.postprocess import PostProcessor
 from rtdetr.train.launch import build_trainer, make_evaluator_for
@@ -66,10 +68,12 @@ def train_ours(
 
 def _loaders(data: Path, imgsz: int, batch: int):
     spec = resolve_dataset(data)
-    train = build_dataset(spec, "train", transforms=build_transforms(True, imgsz))
+    # The same pipeline as ours (strong augmentation off from ``stop_epoch``), loaded the same way.
+    train = build_dataset(spec, "train", transforms=build_transforms(True, imgsz, stop_epoch=FROM_SCRATCH["stop_epoch"]))
     val = build_dataset(spec, "val", transforms=build_transforms(False, imgsz))
-    tl = DataLoader(train, batch_size=batch, shuffle=True, collate_fn=BatchCollator(), num_workers=2, drop_last=True)
-    vl = DataLoader(val, batch_size=batch, collate_fn=BatchCollator(), num_workers=2)
+    workers = default_num_workers("cpu")
+    tl = DataLoader(train, batch_size=batch, shuffle=True, collate_fn=BatchCollator(), num_workers=workers, drop_last=True)
+    vl = DataLoader(val, batch_size=batch, collate_fn=BatchCollator(), num_workers=workers)
     return train, val, tl, vl
 
 
@@ -159,11 +163,21 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
     return yaml_path
 
 
+# glibc malloc settings the throughput table is measured under, each in a fresh process
+# (they must be set before the first allocation). "keep freed memory" is what
+# rtdetr.infer.keep_freed_memory() sets: no mmap for big blocks, no trimming, one arena.
+ALLOCATORS: dict[str, dict[str, str]] = {
+    "glibc defaults": {},
+    "keep freed memory": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_ARENA_MAX": "1"},
+}
+
+
 def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
-    """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same run.
+    """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same process.
 
     Both run fp32 and bf16 autocast; ours also with channels-last memory format
-    (which the trainer uses on CPU).
+    (which the trainer uses on CPU). The variants take turns, one step each per
+    round, so a slow phase of the machine hits all of them alike; medians of ``steps``.
     """
     from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss
 
@@ -187,24 +201,58 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
             loss = hf(pixel_values=x, labels=hf_labels).loss
         loss.backward()
 
-    variants = [
-        ("rtdetr (ours), fp32", lambda: ours_step(ours, x)),
-        ("rtdetr (ours), fp32 channels-last", lambda: ours_step(ours_cl, x_cl)),
-        ("rtdetr (ours), bf16 autocast channels-last", lambda: ours_step(ours_cl, x_cl, bf16=True)),
-        ("transformers, bf16 autocast", lambda: hf_step(bf16=True)),
-        ("transformers, fp32", lambda: hf_step()),
-    ]
-    rows = []
-    for name, fn in variants:
+    variants = {
+        "rtdetr (ours), fp32": lambda: ours_step(ours, x),
+        "rtdetr (ours), fp32 channels-last (the trainer's default)": lambda: ours_step(ours_cl, x_cl),
+        "rtdetr (ours), bf16 autocast, channels-last": lambda: ours_step(ours_cl, x_cl, bf16=True),
+        "transformers, bf16 autocast": lambda: hf_step(bf16=True),
+        "transformers, fp32": lambda: hf_step(),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
         fn()  # warm-up
-        times = []
-        for _ in range(steps):
+    for _ in range(steps):
+        for name, fn in variants.items():
             t = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t)
-        times.sort()
-        rows.append({"impl": name, "median_s": times[len(times) // 2], "img_s": batch / times[len(times) // 2]})
+            times[name].append(time.perf_counter() - t)
+    rows = []
+    for name, ts in times.items():
+        median = sorted(ts)[len(ts) // 2]
+        rows.append({"impl": name, "median_s": median, "img_s": batch / median})
     return rows
+
+
+def throughput_table(steps: int) -> str:
+    """Run :func:`throughput` once per allocator setting, each in a child process; a markdown table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for label, env in ALLOCATORS.items():
+        proc = subprocess.run(
+            [sys.executable, __file__, "--throughput-child", "--steps", str(steps)],
+            env={**os.environ, **env}, capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"throughput child ({label}) failed:\n{proc.stderr[-3000:]}")
+        results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [
+        f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}",
+        "| allocator | implementation | median step (s) | images/s | vs transformers fp32, same allocator | vs transformers fp32, glibc defaults |",
+        "|---|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    default_hf = results["glibc defaults"][-1]["img_s"]
+    for label, rows in results.items():
+        base = rows[-1]["img_s"]
+        for r in rows:
+            lines.append(
+                f"| {label} | {r['impl']} | {r['median_s']:.2f} | {r['img_s']:.2f} | "
+                f"{r['img_s'] / base:.2f}x | {r['img_s'] / default_hf:.2f}x |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -221,18 +269,19 @@ def main() -> None:
     p.add_argument("--amp", action="store_true", help="bf16 autocast for our model")
     p.add_argument("--lr", type=float, default=None, help="override the from-scratch lr (all parameters)")
     p.add_argument("--throughput", action="store_true", help="only the R18 @640 batch-4 training throughput table")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant (--throughput)")
+    p.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_flush_denormal(True)
 
+    if args.throughput_child:  # one allocator setting, see throughput_table
+        import json
+
+        print(json.dumps(throughput(steps=args.steps)))
+        return
     if args.throughput:
-        rows = throughput()
-        print(f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads")
-        print("| implementation | median step (s) | images/s | vs transformers |")
-        print("|---|---:|---:|---:|")
-        base = rows[-1]["img_s"]
-        for r in rows:
-            print(f"| {r['impl']} | {r['median_s']:.2f} | {r['img_s']:.2f} | {r['img_s'] / base:.2f}x |")
+        print(throughput_table(args.steps))
         return
 
     if args.lr:

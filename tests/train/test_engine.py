@@ -131,3 +131,19 @@ def test_param_groups_and_frozen_backbone(tmp_path):
     before = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
     trainer.fit()
     _assert_same_state(before, trainer.model.backbone.state_dict())  # BN statistics too
+
+
+def test_worker_count_defaults_to_the_machine_and_an_explicit_count_wins(tmp_path, monkeypatch):
+    import rtdetr.data.workers as workers
+
+    monkeypatch.setattr(workers, "available_cpus", lambda: 2)
+    torch.manual_seed(0)
+    model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20)
+    cfg = TrainConfig(epochs=1, batch_size=2, imgsz=96, out_dir=str(tmp_path), progress=False, device="cpu")
+    assert cfg.num_workers is None
+    trainer = Trainer(model, TinyBoxes(), config=cfg, collate_fn=collate)
+    assert trainer.num_workers == 0 and trainer._train_loader(0).num_workers == 0  # 2-core CPU: in-process
+    monkeypatch.setattr(workers, "available_cpus", lambda: 16)
+    assert Trainer(model, TinyBoxes(), config=cfg, collate_fn=collate).num_workers == 4
+    explicit = TrainConfig(epochs=1, batch_size=2, imgsz=96, out_dir=str(tmp_path), device="cpu", num_workers=1)
+    assert Trainer(model, TinyBoxes(), config=explicit, collate_fn=collate)._train_loader(0).num_workers == 1

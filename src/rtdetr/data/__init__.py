@@ -14,9 +14,12 @@ from .issues import DatasetError, ImageReadError
 from .resolve import DatasetSpec, SplitSource, build_dataset, resolve_dataset
 from .synthetic import generate_synthetic_dataset
 from .transforms import DetectionTransforms, build_transforms
+from .workers import available_cpus, default_num_workers
 from .yolo import YoloDetection
 
 __all__ = [
+    "available_cpus",
+    "default_num_workers",
     "BatchCollator",
     "CocoDetection",
     "DatasetError",

@@ -26,6 +26,11 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def local_world_size(self) -> int:
+        """Processes on this node (``torchrun`` sets LOCAL_WORLD_SIZE; 1 when run alone)."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.world_size > 1 else 1
+
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group that ``torchrun`` describes (RANK/WORLD_SIZE env), else run alone.

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from ..data.workers import default_num_workers
 from ..nn.postprocess import PostProcessor
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, to_plain
 from .criterion import RTDETRCriterion, total_loss
@@ -150,6 +151,11 @@ class Trainer:
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.collate_fn, self.val_collate_fn = collate_fn, val_collate_fn or collate_fn
         self.make_evaluator = make_evaluator
+        self.num_workers = (
+            config.num_workers
+            if config.num_workers is not None
+            else default_num_workers(self.device, processes_per_node=self.dist.local_world_size)
+        )
         self.steps_per_epoch = math.ceil(self._batches_per_epoch() / config.accumulate)
         self.scheduler = WarmupSchedule(
             self.optimizer,
@@ -189,7 +195,7 @@ class Trainer:
             batch_size=self.cfg.batch_size,
             sampler=sampler,
             collate_fn=self.collate_fn,
-            num_workers=self.cfg.num_workers,
+            num_workers=self.num_workers,
             drop_last=len(self.train_dataset) >= self.cfg.batch_size * self.dist.world_size,
             generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch),
             pin_memory=self.device.type == "cuda",
@@ -200,7 +206,7 @@ class Trainer:
         sampler = DistributedSampler(ds, shuffle=False) if self.dist.world_size > 1 else SequentialSampler(ds)
         return DataLoader(
             ds, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=self.val_collate_fn,
-            num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(0),
+            num_workers=self.num_workers, generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
 
     def _set_epoch(self, epoch: int) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..builder import build_model, build_postprocessor
-from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, resolve_dataset
+from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
 from ..eval import CocoEvaluator
 from .checkpoint import load_checkpoint
 from .distributed import init_distributed
@@ -109,7 +109,7 @@ def validate(
     split: str = "val",
     imgsz: int = 640,
     batch_size: int = 8,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     device: str = "auto",
     amp: bool = False,
     progress: bool = True,
@@ -121,6 +121,8 @@ def validate(
         raise ValueError(
             f"model predicts {model.config.num_classes} classes but {data} ({split}) has {ds.num_classes}"
         )
+    if num_workers is None:
+        num_workers = default_num_workers(dist_info.device)
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=BatchCollator(), num_workers=num_workers)
     model = model.to(dist_info.device)
     post = build_postprocessor(model, category_ids=ds.category_ids).to(dist_info.device)

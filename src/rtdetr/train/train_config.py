@@ -24,6 +24,9 @@ class TrainConfig:
         freeze_backbone: train encoder and decoder only (backbone weights and BN fixed).
         max_time_s: stop (and evaluate) once this wall-clock budget is spent.
         max_steps_per_epoch: cap iterations per epoch (quick tests and demos).
+        num_workers: DataLoader worker processes; None picks one for the machine
+            (:func:`rtdetr.data.default_num_workers`: 0, loading in the training process,
+            on a CPU run with at most 4 cores, where workers fight the compute threads).
         channels_last: NHWC memory format for model and images (~1.2x faster CPU
             convolutions with oneDNN; numerics equal up to float rounding).
     """
@@ -46,7 +49,7 @@ class TrainConfig:
     accumulate: int = 1
     stop_epoch: int | None = None
     multi_scale: bool = True
-    num_workers: int = 2
+    num_workers: int | None = None
     seed: int = 0
     eval_every: int = 1
     freeze_backbone: bool = False
