@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from .attention import multihead_attention
 from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .deformable_attention import CrossAttnMethod, MSDeformableAttention
 from .denoising import DenoisingGroup, build_denoising_group
@@ -65,7 +66,7 @@ class TransformerDecoderLayer(nn.Module):
     ) -> Tensor:
         """tgt [B, Lq, C], reference_boxes [B, Lq, 1, 4], memory [B, S, C], query_pos [B, Lq, C] -> [B, Lq, C]."""
         q = k = tgt + query_pos
-        attn, _ = self.self_attn(q, k, value=tgt, attn_mask=attn_mask, need_weights=False)
+        attn = multihead_attention(self.self_attn, q, k, tgt, attn_mask)
         tgt = self.norm1(tgt + self.dropout1(attn))
         cross = self.cross_attn(tgt + query_pos, reference_boxes, memory, spatial_shapes)
         tgt = self.norm2(tgt + self.dropout2(cross))

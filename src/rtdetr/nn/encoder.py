@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import multihead_attention
 from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .layers import ConvNormLayer, CSPRepLayer, get_activation
 
@@ -70,7 +71,7 @@ class TransformerEncoderLayer(nn.Module):
     def forward(self, src: Tensor, pos_embed: Tensor | None = None) -> Tensor:
         """src [B, N, C], pos_embed [1, N, C] -> [B, N, C]."""
         q = k = src if pos_embed is None else src + pos_embed
-        attn, _ = self.self_attn(q, k, value=src, need_weights=False)
+        attn = multihead_attention(self.self_attn, q, k, src)
         src = self.norm1(src + self.dropout1(attn))
         ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout2(ffn))

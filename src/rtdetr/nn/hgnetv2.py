@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import freeze_batch_norm
+from .layers import DepthwiseConv2d, freeze_batch_norm
 
 __all__ = [
     "HGNetv2",
@@ -119,6 +119,8 @@ class ConvBNAct(nn.Module):
                 nn.ZeroPad2d((0, 1, 0, 1)),
                 nn.Conv2d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False),
             )
+        elif groups > 1 and groups == in_channels == out_channels:
+            self.conv = DepthwiseConv2d(out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2)
         else:
             self.conv = nn.Conv2d(
                 in_channels, out_channels, kernel_size, stride,
