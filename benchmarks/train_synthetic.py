@@ -268,6 +268,7 @@ def main() -> None:
     p.add_argument("--skip-ours", action="store_true")
     p.add_argument("--amp", action="store_true", help="bf16 autocast for our model")
     p.add_argument("--lr", type=float, default=None, help="override the from-scratch lr (all parameters)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the from-scratch batch size (all models)")
     p.add_argument("--throughput", action="store_true", help="only the R18 @640 batch-4 training throughput table")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant (--throughput)")
     p.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
@@ -286,6 +287,8 @@ def main() -> None:
 
     if args.lr:
         FROM_SCRATCH.update(lr=args.lr, backbone_lr=args.lr)
+    if args.batch_size:
+        FROM_SCRATCH.update(batch_size=args.batch_size)
     data = ensure_data(Path(args.data), args.imgsz, args.train_images, args.val_images)
     budget = args.budget_min * 60
     results = []
@@ -306,7 +309,7 @@ def main() -> None:
         print(results[-1], flush=True)
     print(f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
           f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
-          f"lr {FROM_SCRATCH['lr']}, amp {args.amp}")  # fmt: skip
+          f"lr {FROM_SCRATCH['lr']}, batch {FROM_SCRATCH['batch_size']}, amp {args.amp}")  # fmt: skip
     print("| model | AP | AP50 | train images/s | epochs |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
