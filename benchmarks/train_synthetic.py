@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from rtdetr.data import (
 )  # fmt: skip
 from rtdetr.demo import DEMO_SETTINGS
 from rtdetr.nn.postprocess import PostProcessor
-from rtdetr.train.launch import build_trainer, make_evaluator_for
+from rtdetr.train.launch import build_trainer, epochs_for_budget, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
 
 from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
@@ -44,18 +45,10 @@ def ensure_data(root: Path, imgsz: int, num_train: int, num_val: int) -> Path:
 def train_ours(
     data: Path, model: str, imgsz: int, budget_s: float, out: Path, overrides: dict, *, amp: bool = False
 ) -> dict:
-    n_train = len(build_dataset(resolve_dataset(data), "train"))
-    # The epoch count only shapes the cosine schedule (the budget ends the run): size it
+    cfg = TrainConfig(epochs=1, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, amp=amp, **FROM_SCRATCH)
+    # The epoch count only shapes the cosine schedule (the budget ends the run): sized
     # from the speed of a few probe steps, which do not count against the budget.
-    probe_cfg = TrainConfig(
-        epochs=1, imgsz=imgsz, out_dir=str(out / "probe"), max_steps_per_epoch=4, amp=amp, **FROM_SCRATCH
-    )
-    probe = build_trainer(model, data, probe_cfg, model_overrides=overrides)
-    t = time.perf_counter()
-    probe.train_one_epoch(0)
-    rate = probe.step * probe_cfg.batch_size / (time.perf_counter() - t)
-    epochs = max(2, round(budget_s * rate / n_train))
-    cfg = TrainConfig(epochs=epochs, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, amp=amp, **FROM_SCRATCH)
+    cfg = replace(cfg, epochs=max(2, epochs_for_budget(model, data, cfg, budget_s, model_overrides=overrides)))
     trainer = build_trainer(model, data, cfg, model_overrides=overrides)
     trainer.fit()
     m = trainer.last_metrics or trainer.evaluate()

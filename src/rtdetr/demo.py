@@ -6,6 +6,7 @@ Everything is generated locally; nothing is downloaded. ``rtdetr demo`` runs it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,10 +24,12 @@ log = logging.getLogger(__name__)
 # trains at the full lr; short warmups; cosine decay to make the most of the budget;
 # EMA over ~100 steps (0.9999 would average in the first, untrained weights); no strong
 # augmentation (stop_epoch=0) and no multi-scale: ten epochs are too few to gain from
-# them (benchmarks/recipe_sweep.py: AP50 0.33 without vs 0.12 with, after 8000 images);
+# them; batch 4: twice the optimizer steps of batch 8 for ~0.85x its images/s. Measured
+# (docs/recipe_sweep.md, README "Benchmarks"): 15 CPU minutes give AP50 0.57 with these
+# settings, 0.48 with batch 8, 0.09 with the strong augmentation and 2 loader workers.
 # num_workers None: loading in the training process on a small CPU.
 DEMO_SETTINGS = dict(
-    batch_size=8, lr=4e-4, backbone_lr=4e-4, warmup_iters=30, ema_warmup=30, ema_decay=0.99,
+    batch_size=4, lr=4e-4, backbone_lr=4e-4, warmup_iters=30, ema_warmup=30, ema_decay=0.99,
     lr_schedule="cosine", multi_scale=False, stop_epoch=0, eval_every=10**6, num_workers=None,
 )  # fmt: skip
 
@@ -44,19 +47,20 @@ def run_demo(
     model_overrides: dict | None = None,
 ) -> int:
     from .eval import format_metrics_table
-    from .train.launch import build_trainer
+    from .train.launch import build_trainer, epochs_for_budget
     from .train.train_config import TrainConfig
 
     out = Path(out)
     data = out / "data"
     if not (data / "annotations" / "instances_val.json").exists():
         generate_synthetic_dataset(data, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
-    # Epoch count only shapes the cosine schedule; the time budget ends the run.
-    epochs = max(1, int(minutes * 60 * 2.0 / num_train * DEMO_SETTINGS["batch_size"]))
+    overrides = model_overrides or {"num_queries": 100}
     cfg = TrainConfig(
-        epochs=epochs, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **DEMO_SETTINGS
+        epochs=1, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **DEMO_SETTINGS
     )
-    trainer = build_trainer(model_name, data, cfg, model_overrides=model_overrides or {"num_queries": 100})
+    # The time budget ends the run; the epoch count makes the cosine schedule end with it.
+    cfg = replace(cfg, epochs=epochs_for_budget(model_name, data, cfg, minutes * 60, model_overrides=overrides))
+    trainer = build_trainer(model_name, data, cfg, model_overrides=overrides)
     trainer.fit()
     metrics = trainer.last_metrics or trainer.evaluate()
     table = format_metrics_table(metrics)

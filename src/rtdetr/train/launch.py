@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .distributed import init_distributed
 from .engine import Trainer, evaluate
 from .train_config import TrainConfig
 
-__all__ = ["build_trainer", "model_from_checkpoint", "validate", "make_evaluator_for"]
+__all__ = ["build_trainer", "epochs_for_budget", "model_from_checkpoint", "validate", "make_evaluator_for"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,35 @@ def build_trainer(
         category_ids=train_ds.category_ids,
         dist_info=dist_info,
     )
+
+
+def epochs_for_budget(
+    model_name: str,
+    data: str | Path,
+    config: TrainConfig,
+    budget_s: float,
+    *,
+    model_overrides: dict[str, Any] | None = None,
+    probe_steps: int = 4,
+) -> int:
+    """Epochs that fill ``budget_s`` of training, from the speed of a few probe steps.
+
+    For time-budgeted runs (``config.max_time_s``): the budget ends the run, the epoch
+    count shapes the lr schedule, so a cosine schedule reaches its end when the time
+    does. The probe trains a throw-away model (in ``config.out_dir``/probe) for
+    ``probe_steps`` steps after one warm-up step; its time does not count.
+    """
+    probe_cfg = replace(
+        config, epochs=1, max_steps_per_epoch=probe_steps, max_time_s=None, progress=False,
+        out_dir=str(Path(config.out_dir) / "probe"), eval_every=10**9,
+    )  # fmt: skip
+    probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides)
+    n_train = len(probe.train_dataset)
+    probe.train_one_epoch(0)  # warm-up: the first steps set up kernels and caches
+    stats = probe.train_one_epoch(1)
+    epochs = round(budget_s * stats["images_per_s"] / n_train)
+    log.info("probe: %.1f images/s -> %d epochs of %d images in %.0f s", stats["images_per_s"], epochs, n_train, budget_s)
+    return max(1, epochs)
 
 
 def validate(

@@ -1,0 +1,18 @@
+"""epochs_for_budget: the epoch count that lets a cosine schedule end with the time budget."""
+
+from rtdetr.data import generate_synthetic_dataset
+from rtdetr.train.launch import epochs_for_budget
+from rtdetr.train.train_config import TrainConfig
+
+
+def test_epochs_scale_with_the_budget_and_never_drop_below_one(tmp_path):
+    data = generate_synthetic_dataset(tmp_path / "data", num_train=8, num_val=2, imgsz=64)
+    cfg = TrainConfig(
+        epochs=1, batch_size=4, imgsz=64, device="cpu", out_dir=str(tmp_path / "run"), num_workers=0,
+        max_time_s=1.0, progress=False,
+    )  # fmt: skip
+    kw = dict(model_overrides={"num_queries": 10, "num_denoising": 10}, probe_steps=2)
+    assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 1e-3, **kw) == 1
+    # A CPU step here takes well under a second, so an hour holds thousands of 2-step epochs.
+    assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 3600, **kw) > 1000
+    assert (tmp_path / "run" / "probe").is_dir()  # the probe's own directory, not the run's
