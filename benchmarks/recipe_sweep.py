@@ -85,22 +85,16 @@ def _wait_for(root: Path, timeout_s: float = 1800) -> None:
 def run_variant(name: str, data_root: str, images: int, device: str, out: str, threads: int) -> dict[str, Any]:
     import torch
 
-    from rtdetr.builder import build_model
-    from rtdetr.data import BatchCollator, build_dataset, build_transforms, resolve_dataset
-    from rtdetr.train.engine import Trainer
-    from rtdetr.train.launch import make_evaluator_for
+    from rtdetr.train.launch import build_trainer
     from rtdetr.train.train_config import TrainConfig
 
     torch.set_num_threads(threads)
     s = variant_settings(name)
     data = _data_dir(data_root, s["train_images"], s["imgsz"])
     _wait_for(data)
-    spec = resolve_dataset(data)
     budget = int(images * s.get("budget_scale", 1.0) / s["cpu_cost"])
-    train_ds = build_dataset(spec, "train", transforms=build_transforms(True, s["imgsz"], stop_epoch=s.get("stop_epoch"), **s["aug"]))
-    val_ds = build_dataset(spec, "val", transforms=build_transforms(False, s["imgsz"]))
     steps = max(1, budget // s["batch_size"])
-    per_epoch = len(train_ds) // s["batch_size"]
+    per_epoch = s["train_images"] // s["batch_size"]  # the dataset holds exactly train_images images
     epochs = math.ceil(steps / per_epoch)
     fields = {k: s[k] for k in ("batch_size", "lr", "backbone_lr", "warmup_iters", "ema_warmup", "ema_decay",
                                 "lr_schedule", "multi_scale", "imgsz") if k in s}  # fmt: skip
@@ -109,12 +103,7 @@ def run_variant(name: str, data_root: str, images: int, device: str, out: str, t
         amp_dtype="bfloat16", device=device, out_dir=f"{out}/{name}", progress=False, num_workers=2,
         eval_every=max(1, epochs // 4), max_steps_per_epoch=min(per_epoch, steps),
     )  # fmt: skip
-    model = build_model(s["preset"], num_classes=train_ds.num_classes, **s["model"])
-    trainer = Trainer(
-        model, train_ds, config=cfg, collate_fn=BatchCollator(), val_dataset=val_ds, val_collate_fn=BatchCollator(),
-        make_evaluator=lambda: make_evaluator_for(val_ds), class_names=train_ds.class_names,
-        category_ids=train_ds.category_ids,
-    )  # fmt: skip
+    trainer = build_trainer(s["preset"], data, cfg, model_overrides=s["model"], augment=s["aug"])
     t0 = time.perf_counter()
     history = trainer.fit()
     curve = [(h["epoch"] * cfg.max_steps_per_epoch * cfg.batch_size, round(h["AP50"], 4)) for h in history if "AP50" in h]

@@ -26,6 +26,7 @@ from rtdetr.data import (
     BatchCollator, build_dataset, build_transforms, default_num_workers, generate_synthetic_dataset, resolve_dataset,
 )  # fmt: skip
 from rtdetr.demo import DEMO_SETTINGS
+from rtdetr.infer.torch_backend import KEEP_FREED_MEMORY_ENV
 from rtdetr.nn.postprocess import PostProcessor
 from rtdetr.train.launch import build_trainer, epochs_for_budget, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
@@ -161,7 +162,7 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
 # rtdetr.infer.keep_freed_memory() sets: no mmap for big blocks, no trimming, one arena.
 ALLOCATORS: dict[str, dict[str, str]] = {
     "glibc defaults": {},
-    "keep freed memory": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_ARENA_MAX": "1"},
+    "keep freed memory": KEEP_FREED_MEMORY_ENV,
 }
 
 

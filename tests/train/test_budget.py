@@ -16,3 +16,19 @@ def test_epochs_scale_with_the_budget_and_never_drop_below_one(tmp_path):
     # A CPU step here takes well under a second, so an hour holds thousands of 2-step epochs.
     assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 3600, **kw) > 1000
     assert (tmp_path / "run" / "probe").is_dir()  # the probe's own directory, not the run's
+
+
+def test_build_trainer_passes_augmentation_knobs_to_the_training_transforms(tmp_path):
+    from torchvision.transforms import v2
+
+    from rtdetr.train.launch import build_trainer
+
+    data = generate_synthetic_dataset(tmp_path / "data", num_train=4, num_val=2, imgsz=64)
+    cfg = TrainConfig(epochs=1, batch_size=2, imgsz=64, device="cpu", out_dir=str(tmp_path / "run"), progress=False)
+    overrides = {"num_queries": 10, "num_denoising": 10}
+    trainer = build_trainer("rtdetrv2_hgnetv2_n", data, cfg, model_overrides=overrides, augment={"zoom_out_side_range": (1.0, 2.0)})
+    zoom = [t for t in trainer.train_dataset.transforms.strong.transforms if isinstance(t, v2.RandomZoomOut)]
+    assert len(zoom) == 1 and tuple(zoom[0].side_range) == (1.0, 2.0)
+    default = build_trainer("rtdetrv2_hgnetv2_n", data, cfg, model_overrides=overrides)
+    zoom = [t for t in default.train_dataset.transforms.strong.transforms if isinstance(t, v2.RandomZoomOut)]
+    assert tuple(zoom[0].side_range) == (1.0, 4.0)  # the paper's

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import cpu_autocast_active
+
 __all__ = ["multihead_attention"]
 
 
@@ -31,7 +33,7 @@ def multihead_attention(
     Returns:
         [B, L, C].
     """
-    if not (query.device.type == "cpu" and torch.is_autocast_enabled("cpu")) or attn.in_proj_weight is None:
+    if not cpu_autocast_active(query) or attn.in_proj_weight is None:
         return attn(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
     b, lq, c = query.shape
     heads = attn.num_heads

@@ -17,6 +17,7 @@ __all__ = [
     "get_activation",
     "ConvNormLayer",
     "DepthwiseConv2d",
+    "cpu_autocast_active",
     "RepVggBlock",
     "CSPRepLayer",
     "MLP",
@@ -42,6 +43,11 @@ def get_activation(name: str | None) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}") from None
 
 
+def cpu_autocast_active(x: Tensor) -> bool:
+    """True when ``x`` is on the CPU and CPU autocast is on: where ops below opt out to float32."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise ``nn.Conv2d`` (groups == channels) that computes in float32 under CPU autocast.
 
@@ -56,7 +62,7 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, padding=padding, groups=channels, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if cpu_autocast_active(x):
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float())
         return super().forward(x)
@@ -97,11 +103,6 @@ def _conv_norm_params(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]
     return kernel, bias
 
 
-def _fuse_conv_norm(unit: ConvNormLayer) -> tuple[Tensor, Tensor]:
-    """Kernel and bias of a single conv equivalent to ``unit.norm(unit.conv(x))`` (eval mode)."""
-    return _conv_norm_params(unit.conv, unit.norm)
-
-
 class RepVggBlock(nn.Module):
     """act(BN(conv3x3(x)) + BN(conv1x1(x))); folds into one 3x3 conv for deployment.
 
@@ -129,8 +130,8 @@ class RepVggBlock(nn.Module):
     def convert_to_deploy(self) -> None:
         if self.deployed:
             return
-        k3, b3 = _fuse_conv_norm(self.conv1)
-        k1, b1 = _fuse_conv_norm(self.conv2)
+        k3, b3 = _conv_norm_params(self.conv1.conv, self.conv1.norm)
+        k1, b1 = _conv_norm_params(self.conv2.conv, self.conv2.norm)
         weight = self.conv1.conv.weight
         conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1, bias=True, device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(k3 + F.pad(k1, [1, 1, 1, 1]))  # 1x1 kernel sits at the 3x3 center

@@ -67,15 +67,18 @@ def build_trainer(
     *,
     weights: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
 ) -> Trainer:
     """A Trainer for preset ``model_name`` on the COCO/YOLO dataset at ``data``.
 
     ``weights`` initializes from a checkpoint (released or ours); when its class
     count differs from the dataset's, the mismatched head tensors are re-initialized.
+    ``augment`` overrides knobs of the training transforms (:func:`build_transforms`
+    keywords, e.g. ``zoom_out_side_range=(1.0, 2.0)``); the paper's values otherwise.
     """
     dist_info = init_distributed(config.device)
     spec = resolve_dataset(data)
-    train_tf = build_transforms(True, config.imgsz, stop_epoch=config.stop_epoch)
+    train_tf = build_transforms(True, config.imgsz, stop_epoch=config.stop_epoch, **(augment or {}))
     val_tf = build_transforms(False, config.imgsz)
     train_ds = build_dataset(spec, "train", transforms=train_tf)
     val_ds = build_dataset(spec, "val", transforms=val_tf) if "val" in spec.splits else None
