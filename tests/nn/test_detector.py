@@ -187,3 +187,23 @@ def test_too_small_input_for_the_query_count_is_a_clear_error():
     with pytest.raises(ValueError, match="fewer than the 300 queries"):
         with torch.no_grad():
             model(torch.rand(1, 3, 64, 64))
+
+
+def test_channels_last_training_step_matches_contiguous():
+    """The trainer's CPU layout (channels-last, per-image sampling, dense gradients) changes no number."""
+    import copy
+
+    torch.manual_seed(0)
+    model = rtdetr.build_model("rtdetr_r18vd", num_queries=40).double().train()
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    criterion = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
+    x = torch.rand(2, 3, 192, 160, dtype=torch.float64)
+    losses = []
+    for m, images in ((model, x), (model_cl, x.contiguous(memory_format=torch.channels_last))):
+        torch.manual_seed(1)  # the same denoising queries
+        loss = total_loss(criterion(m(images, _targets()), _targets()))
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-9, rtol=0)
+    for (name, p), p_cl in zip(model.named_parameters(), model_cl.parameters()):
+        torch.testing.assert_close(p_cl.grad, p.grad, atol=1e-8, rtol=1e-6, msg=name)

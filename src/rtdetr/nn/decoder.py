@@ -19,6 +19,7 @@ from .deformable_attention import CrossAttnMethod, MSDeformableAttention
 from .denoising import DenoisingGroup, build_denoising_group
 from .inverse_sigmoid import inverse_sigmoid
 from .layers import MLP, get_activation
+from .memory_format import dense_grad, flatten_hw
 from .query_selection import QUERY_SELECT_METHODS, QuerySelectMethod, generate_anchors, select_topk
 
 __all__ = ["RTDETRDecoder", "TransformerDecoderLayer", "generate_anchors"]
@@ -257,7 +258,7 @@ class RTDETRDecoder(nn.Module):
             proj.append(self.input_proj[i](feats[-1] if i == len(feats) else proj[-1]))
         shapes = [(p.shape[2], p.shape[3]) for p in proj]
         # [B, C, h, w] -> [B, h*w, C], levels concatenated: [B, S, C]
-        memory = torch.cat([p.flatten(2).permute(0, 2, 1) for p in proj], dim=1)
+        memory = torch.cat([flatten_hw(dense_grad(p)) for p in proj], dim=1)
         return memory, shapes
 
     def _select_queries(

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint_layout import install_layout_hook
+from .memory_format import tracing
 
 __all__ = ["MSDeformableAttention", "ms_deformable_attention"]
 
@@ -65,11 +66,6 @@ def ms_deformable_attention(
     weights = attention_weights.permute(0, 2, 1, 3).flatten(0, 1).unsqueeze(1)
     out = (torch.cat(samples, dim=-1) * weights).sum(-1)  # [B*heads, d, Lq]
     return out.reshape(b, heads * head_dim, lq).permute(0, 2, 1)
-
-
-def _tracing() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return torch.jit.is_tracing() or (is_compiling is not None and is_compiling())
 
 
 def _gather_nearest(value_l: Tensor, loc_l: Tensor) -> Tensor:
@@ -190,7 +186,7 @@ class MSDeformableAttention(nn.Module):
         ref_cxcy = reference_boxes[:, :, None, :, :2]
         ref_wh = reference_boxes[:, :, None, :, 2:]
         locations = ref_cxcy + offsets * scale * ref_wh * self.offset_scale
-        if b > 1 and value.device.type == "cpu" and not _tracing():
+        if b > 1 and value.device.type == "cpu" and not tracing():
             # On the CPU, one image at a time. The projected value map of one image
             # ([S, C], 8.6 MB at 640 px) is reused from malloc's heap and stays in cache;
             # a [B, S, C] one is a fresh mmap, page-faulted in, in every layer. And at
@@ -201,8 +197,8 @@ class MSDeformableAttention(nn.Module):
             # graphs (export) keep the batched form: no Python loop over a batch that
             # may be symbolic.
             out = torch.cat([
-                self._sample(value[i : i + 1], spatial_shapes, locations[i : i + 1], weights[i : i + 1])
-                for i in range(b)
+                self._sample(v, spatial_shapes, loc, w)
+                for v, loc, w in zip(value.split(1), locations.split(1), weights.split(1))
             ])  # fmt: skip
         else:
             out = self._sample(value, spatial_shapes, locations, weights)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .attention import multihead_attention
 from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .layers import ConvNormLayer, CSPRepLayer, get_activation
+from .memory_format import dense_grad, flatten_hw, is_channels_last, unflatten_hw
 
 __all__ = ["HybridEncoder", "TransformerEncoderLayer", "sincos_position_embedding_2d"]
 
@@ -181,10 +182,10 @@ class HybridEncoder(nn.Module):
         # AIFI: attention within the coarsest level only (cheap: 400 tokens at 640 px).
         for enc, idx in zip(self.encoder, self.use_encoder_idx):
             b, c, h, w = proj[idx].shape
-            src = proj[idx].flatten(2).permute(0, 2, 1)  # [B, C, h, w] -> [B, h*w, C]
+            src = flatten_hw(proj[idx])  # [B, C, h, w] -> [B, h*w, C]
             pos = self._pos_embed(h, w, src.device).to(src.dtype)
             memory = enc(src, pos_embed=pos)
-            proj[idx] = memory.permute(0, 2, 1).reshape(b, c, h, w).contiguous()  # -> [B, C, h, w]
+            proj[idx] = unflatten_hw(memory, h, w, channels_last=is_channels_last(proj[idx]))
 
         # CCFF top-down: the lateral conv output also replaces the higher level.
         n = len(self.in_channels) - 1
@@ -193,7 +194,7 @@ class HybridEncoder(nn.Module):
             high = self.lateral_convs[i](inner[0])
             inner[0] = high
             up = F.interpolate(high, scale_factor=2.0, mode="nearest")
-            low = proj[n - 1 - i]
+            low = dense_grad(proj[n - 1 - i])  # its gradient is a channel slice of the cat's
             if up.shape[-2:] != low.shape[-2:]:
                 # Odd map sizes: stride-2 levels have ceil(h/2) rows, so 2x upsampling can
                 # overshoot by one; crop, which keeps the exact 2x nearest alignment.

@@ -50,7 +50,7 @@ class BasicBlock(nn.Module):
             self.short = _shortcut(ch_in, ch_out, stride, variant)
         self.branch2a = ConvNormLayer(ch_in, ch_out, 3, stride, act=act)
         self.branch2b = ConvNormLayer(ch_out, ch_out, 3, 1)
-        self.act = get_activation(act)
+        self.act = get_activation(act, inplace=True)  # on the residual sum, a temporary
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.branch2b(self.branch2a(x))
@@ -74,7 +74,7 @@ class BottleneckBlock(nn.Module):
         self.shortcut = shortcut
         if not shortcut:
             self.short = _shortcut(ch_in, ch_out * self.expansion, stride, variant)
-        self.act = get_activation(act)
+        self.act = get_activation(act, inplace=True)  # on the residual sum, a temporary
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.branch2c(self.branch2b(self.branch2a(x)))
