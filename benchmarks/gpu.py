@@ -19,6 +19,7 @@ Times are CUDA-event medians after warm-up.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -64,22 +65,33 @@ def _targets(batch: int, device: torch.device) -> list[dict]:
     ]
 
 
-def train_rows(presets: list[str], device: torch.device, imgsz: int, batch: int, steps: int, hf: bool) -> list[dict]:
+def train_rows(
+    presets: list[str], device: torch.device, imgsz: int, batch: int, steps: int, hf: bool, compile: bool = False
+) -> list[dict]:
+    """Ours in both memory formats (the trainer defaults to channels-last) and, with
+    ``compile``, channels-last with backbone + encoder compiled (``TrainConfig.compile``)."""
     rows = []
     x = torch.rand(batch, 3, imgsz, imgsz, device=device)
     targets = _targets(batch, device)
     amps = [("fp16", torch.float16), ("bf16", torch.bfloat16)] if device.type == "cuda" else [("bf16", torch.bfloat16)]
+    layouts = [("NCHW", False, False), ("channels-last", True, False)] + ([("channels-last compiled", True, True)] if compile else [])
     for preset in presets:
-        for amp_name, dtype in amps:
+        for (amp_name, dtype), (layout, channels_last, compiled) in itertools.product(amps, layouts):
             torch.manual_seed(0)
             model = rtdetr.build_model(preset).to(device).train()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            if compiled:
+                model.backbone.compile()
+                model.encoder.compile()
+            images = x.contiguous(memory_format=torch.channels_last) if channels_last else x
             crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
             opt = build_optimizer(model)
             scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
             def step():
                 with torch.autocast(device.type, dtype=dtype):
-                    out = model(x, targets)
+                    out = model(images, targets)
                 loss = total_loss(crit(out, targets))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -89,7 +101,7 @@ def train_rows(presets: list[str], device: torch.device, imgsz: int, batch: int,
                 scaler.update()
 
             sec = _timeit(step, device, warmup=3, iters=steps)
-            rows.append({"what": "train", "impl": f"ours {preset}", "amp": amp_name, "batch": batch, "img_s": batch / sec})
+            rows.append({"what": "train", "impl": f"ours {preset} {layout}", "amp": amp_name, "batch": batch, "img_s": batch / sec})
             del model, opt
         if hf and preset == "rtdetr_r18vd":
             from hf_reference import hf_rtdetr
@@ -203,6 +215,8 @@ def main() -> None:
     p.add_argument("--train-presets", default="rtdetr_r18vd,rtdetr_r50vd")
     p.add_argument("--infer-presets", default="rtdetr_r18vd,rtdetr_r50vd,rtdetr_hgnetv2_l,rtdetrv2_hgnetv2_s,rtdetrv2_hgnetv2_n")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--train-only", action="store_true", help="skip the inference tables")
+    p.add_argument("--compile", action="store_true", help="also train with backbone + encoder compiled")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -211,10 +225,11 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     imgsz, batch, steps, batches, iters = (640, 16, 20, [1, 32], 50) if not args.quick else (128, 2, 2, [1, 2], 2)
     t0 = time.time()
-    rows = train_rows(args.train_presets.split(","), device, imgsz, batch, steps, hf=not args.no_hf)
+    rows = train_rows(args.train_presets.split(","), device, imgsz, batch, steps, hf=not args.no_hf, compile=args.compile)
     print_tables(rows)
-    rows += infer_rows(args.infer_presets.split(","), device, imgsz, batches, iters, hf=not args.no_hf)
-    print_tables([r for r in rows if r["what"] == "infer"])
+    if not args.train_only:
+        rows += infer_rows(args.infer_presets.split(","), device, imgsz, batches, iters, hf=not args.no_hf)
+        print_tables([r for r in rows if r["what"] == "infer"])
     print(f"\ntotal {time.time() - t0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -3,6 +3,7 @@
     python benchmarks/train_synthetic.py --budget-min 15                 # ours only
     python benchmarks/train_synthetic.py --budget-min 10 --compare hf,yolo
     python benchmarks/train_synthetic.py --throughput                    # fwd+bwd+loss img/s vs transformers
+    python benchmarks/train_synthetic.py --throughput --isolated         # ... each variant in its own process
 
 Comparisons are benchmark-only dependencies: transformers (``RTDetrForObjectDetection``
 with our R18 configuration, random init) and ultralytics (YOLOv8n from its yaml, no
@@ -166,12 +167,14 @@ ALLOCATORS: dict[str, dict[str, str]] = {
 }
 
 
-def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
+def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5, only: str | None = None) -> list[dict]:
     """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same process.
 
     Both run fp32 and bf16 autocast; ours also with channels-last memory format
-    (which the trainer uses on CPU). The variants take turns, one step each per
-    round, so a slow phase of the machine hits all of them alike; medians of ``steps``.
+    (which the trainer uses on CPU) and with ``TrainConfig.compile`` (backbone and
+    encoder through ``torch.compile``; compiled in the warm-up step). The variants
+    take turns, one step each per round, so a slow phase of the machine hits all of
+    them alike; medians of ``steps``. ``only``: run just the variant of that key.
     """
     from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss
 
@@ -179,11 +182,20 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
     x = torch.rand(batch, 3, imgsz, imgsz)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     targets = [{"labels": torch.randint(0, 80, (6,)), "boxes": torch.rand(6, 4) * 0.4 + 0.3} for _ in range(batch)]
-    ours = rtdetr.build_model("rtdetr_r18vd").train()
-    ours_cl = rtdetr.build_model("rtdetr_r18vd").train().to(memory_format=torch.channels_last)
     crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
-    hf = hf_rtdetr("rtdetr_r18vd", 80).train()
     hf_labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
+    models: dict[str, torch.nn.Module] = {}
+
+    def ours(key: str, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
+        if key not in models:
+            model = rtdetr.build_model("rtdetr_r18vd").train()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            if compile:
+                model.backbone.compile()
+                model.encoder.compile()
+            models[key] = model
+        return models[key]
 
     def ours_step(model, images, bf16=False):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -191,50 +203,73 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5) -> list[dict]:
         total_loss(crit(out, targets)).backward()
 
     def hf_step(bf16=False):
+        if "hf" not in models:
+            models["hf"] = hf_rtdetr("rtdetr_r18vd", 80).train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = hf(pixel_values=x, labels=hf_labels).loss
+            loss = models["hf"](pixel_values=x, labels=hf_labels).loss
         loss.backward()
 
-    variants = {
-        "rtdetr (ours), fp32": lambda: ours_step(ours, x),
-        "rtdetr (ours), fp32 channels-last (the trainer's default)": lambda: ours_step(ours_cl, x_cl),
-        "rtdetr (ours), bf16 autocast, channels-last": lambda: ours_step(ours_cl, x_cl, bf16=True),
-        "transformers, bf16 autocast": lambda: hf_step(bf16=True),
-        "transformers, fp32": lambda: hf_step(),
+    variants = {  # key: (label, step)
+        "ours": ("rtdetr (ours), fp32", lambda: ours_step(ours("ours"), x)),
+        "ours_cl": (
+            "rtdetr (ours), fp32 channels-last (the trainer's default)",
+            lambda: ours_step(ours("cl", channels_last=True), x_cl),
+        ),
+        "ours_cl_compile": (
+            "rtdetr (ours), fp32 channels-last, compile=True",
+            lambda: ours_step(ours("compiled", channels_last=True, compile=True), x_cl),
+        ),
+        "ours_bf16": (
+            "rtdetr (ours), bf16 autocast, channels-last",
+            lambda: ours_step(ours("cl", channels_last=True), x_cl, bf16=True),
+        ),
+        "hf_bf16": ("transformers, bf16 autocast", lambda: hf_step(bf16=True)),
+        "hf": ("transformers, fp32", lambda: hf_step()),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for fn in variants.values():
-        fn()  # warm-up
+    if only is not None:
+        variants = {only: variants[only]}
+    times: dict[str, list[float]] = {key: [] for key in variants}
+    for _, fn in variants.values():
+        fn()  # warm-up (and compilation)
     for _ in range(steps):
-        for name, fn in variants.items():
+        for key, (_, fn) in variants.items():
             t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[key].append(time.perf_counter() - t)
     rows = []
-    for name, ts in times.items():
+    for key, ts in times.items():
         median = sorted(ts)[len(ts) // 2]
-        rows.append({"impl": name, "median_s": median, "img_s": batch / median})
+        rows.append({"key": key, "impl": variants[key][0], "median_s": median, "img_s": batch / median})
     return rows
 
 
-def throughput_table(steps: int) -> str:
-    """Run :func:`throughput` once per allocator setting, each in a child process; a markdown table."""
+THROUGHPUT_KEYS = ("ours", "ours_cl", "ours_cl_compile", "ours_bf16", "hf_bf16", "hf")
+
+
+def throughput_table(steps: int, *, isolated: bool = False) -> str:
+    """Run :func:`throughput` once per allocator setting, each in a child process; a markdown table.
+
+    ``isolated``: every variant in a process of its own instead (no shared heap
+    between implementations; the machine's slow phases then fall on one of them).
+    """
     import json
     import os
     import subprocess
     import sys
 
+    def child(env: dict[str, str], only: str | None) -> list[dict]:
+        cmd = [sys.executable, __file__, "--throughput-child", "--steps", str(steps)]
+        proc = subprocess.run(cmd + (["--only", only] if only else []), env={**os.environ, **env}, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"throughput child ({env}, {only}) failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     results = {}
     for label, env in ALLOCATORS.items():
-        proc = subprocess.run(
-            [sys.executable, __file__, "--throughput-child", "--steps", str(steps)],
-            env={**os.environ, **env}, capture_output=True, text=True,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"throughput child ({label}) failed:\n{proc.stderr[-3000:]}")
-        results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[label] = [r for key in THROUGHPUT_KEYS for r in child(env, key)] if isolated else child(env, None)
+    mode = "each variant in its own process" if isolated else "variants interleaved in one process"
     lines = [
-        f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}",
+        f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}, {mode}",
         "| allocator | implementation | median step (s) | images/s | vs transformers fp32, same allocator | vs transformers fp32, glibc defaults |",
         "|---|---|---:|---:|---:|---:|",
     ]  # fmt: skip
@@ -265,7 +300,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override the from-scratch batch size (all models)")
     p.add_argument("--throughput", action="store_true", help="only the R18 @640 batch-4 training throughput table")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant (--throughput)")
+    p.add_argument("--isolated", action="store_true", help="--throughput: each variant in its own process")
     p.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--only", default=None, choices=THROUGHPUT_KEYS, help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_flush_denormal(True)
@@ -273,10 +310,10 @@ def main() -> None:
     if args.throughput_child:  # one allocator setting, see throughput_table
         import json
 
-        print(json.dumps(throughput(steps=args.steps)))
+        print(json.dumps(throughput(steps=args.steps, only=args.only)))
         return
     if args.throughput:
-        print(throughput_table(args.steps))
+        print(throughput_table(args.steps, isolated=args.isolated))
         return
 
     if args.lr:

@@ -88,6 +88,7 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
         accumulate=args.accumulate, num_workers=args.workers, seed=args.seed, freeze_backbone=args.freeze_backbone,
         device=args.device, out_dir=args.out, max_time_s=args.max_time, sync_bn=args.sync_bn,
         channels_last=not args.no_channels_last,
+        compile=args.compile,
     )  # fmt: skip
     fields.update(extra)
     return TrainConfig(**fields)
@@ -206,6 +207,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-backbone", action="store_true")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    p.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile backbone + encoder (slow first step; use a fixed --imgsz, --no-multi-scale)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on a CPU with <= 4 cores, else up to 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -147,3 +147,20 @@ def test_worker_count_defaults_to_the_machine_and_an_explicit_count_wins(tmp_pat
     assert Trainer(model, TinyBoxes(), config=cfg, collate_fn=collate).num_workers == 4
     explicit = TrainConfig(epochs=1, batch_size=2, imgsz=96, out_dir=str(tmp_path), device="cpu", num_workers=1)
     assert Trainer(model, TinyBoxes(), config=explicit, collate_fn=collate)._train_loader(0).num_workers == 1
+
+
+def test_compile_option_compiles_backbone_and_encoder_in_place(tmp_path):
+    """``compile=True``: backbone and encoder compiled in place (checkpoint keys unchanged),
+    the decoder and the EMA copy eager, and the compiled model computes the eager function."""
+    trainer = _trainer(tmp_path, epochs=1, multi_scale=False, compile=True)
+    for part in (trainer.model.backbone, trainer.model.encoder):
+        assert part._compiled_call_impl is not None
+    assert trainer.model.decoder._compiled_call_impl is None  # denoising shapes change per batch
+    assert all(m._compiled_call_impl is None for m in trainer.ema.module.modules())
+    assert trainer.model.state_dict().keys() == trainer.ema.module.state_dict().keys()
+    assert not any("_orig_mod" in k for k in trainer.model.state_dict())
+    x = torch.rand(2, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # the EMA starts as a copy of the model: same weights, eager
+        compiled, eager = trainer.model.eval()(x), trainer.ema.module.eval()(x)
+    torch.testing.assert_close(compiled.pred_logits, eager.pred_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled.pred_boxes, eager.pred_boxes, atol=1e-4, rtol=1e-4)

@@ -127,7 +127,7 @@ class ConvBNAct(nn.Module):
                 padding=(kernel_size - 1) // 2, groups=groups, bias=False,
             )
         self.bn: nn.Module = nn.BatchNorm2d(out_channels)
-        self.act = nn.ReLU() if use_act else nn.Identity()
+        self.act = nn.ReLU(inplace=True) if use_act else nn.Identity()  # on the BN output, a temporary
         # LAB only ever follows an activation.
         self.lab = LearnableAffineBlock() if (use_act and use_lab) else nn.Identity()
 
