@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py                      # the full table (a few minutes on an H100/H200)
     python benchmarks/gpu.py --device cpu --quick # smoke test of the script itself
+    python benchmarks/gpu.py --train-only --layouts cl,cl-compiled --amps fp16  # does --compile pay?
 
 Training: a full step (forward, loss with Hungarian matching, backward, AdamW) at
 640 px, batch 16, AMP (fp16 autocast + GradScaler as the reference trains, and
@@ -65,16 +66,25 @@ def _targets(batch: int, device: torch.device) -> list[dict]:
     ]
 
 
+TRAIN_LAYOUTS = {  # name: (label, channels_last, compiled)
+    "nchw": ("NCHW", False, False),
+    "cl": ("channels-last", True, False),
+    "cl-compiled": ("channels-last compiled", True, True),  # TrainConfig.compile
+}
+
+
 def train_rows(
-    presets: list[str], device: torch.device, imgsz: int, batch: int, steps: int, hf: bool, compile: bool = False
-) -> list[dict]:
-    """Ours in both memory formats (the trainer defaults to channels-last) and, with
-    ``compile``, channels-last with backbone + encoder compiled (``TrainConfig.compile``)."""
+    presets: list[str], device: torch.device, imgsz: int, batch: int, steps: int, hf: bool,
+    layouts: tuple[str, ...] = ("nchw", "cl"), amps: tuple[str, ...] = ("fp16", "bf16"),
+) -> list[dict]:  # fmt: skip
+    """Ours in the given memory formats (the trainer defaults to channels-last; "cl-compiled"
+    also compiles backbone + encoder as ``TrainConfig.compile`` does) and AMP dtypes."""
     rows = []
     x = torch.rand(batch, 3, imgsz, imgsz, device=device)
     targets = _targets(batch, device)
-    amps = [("fp16", torch.float16), ("bf16", torch.bfloat16)] if device.type == "cuda" else [("bf16", torch.bfloat16)]
-    layouts = [("NCHW", False, False), ("channels-last", True, False)] + ([("channels-last compiled", True, True)] if compile else [])
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    amps = [(a, dtypes[a]) for a in amps] if device.type == "cuda" else [("bf16", torch.bfloat16)]
+    layouts = [TRAIN_LAYOUTS[name] for name in layouts]
     for preset in presets:
         for (amp_name, dtype), (layout, channels_last, compiled) in itertools.product(amps, layouts):
             torch.manual_seed(0)
@@ -216,7 +226,8 @@ def main() -> None:
     p.add_argument("--infer-presets", default="rtdetr_r18vd,rtdetr_r50vd,rtdetr_hgnetv2_l,rtdetrv2_hgnetv2_s,rtdetrv2_hgnetv2_n")
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--train-only", action="store_true", help="skip the inference tables")
-    p.add_argument("--compile", action="store_true", help="also train with backbone + encoder compiled")
+    p.add_argument("--layouts", default="nchw,cl", help=f"training variants of ours, comma list of {list(TRAIN_LAYOUTS)}")
+    p.add_argument("--amps", default="fp16,bf16", help="training AMP dtypes (CUDA), comma list")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -225,7 +236,8 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     imgsz, batch, steps, batches, iters = (640, 16, 20, [1, 32], 50) if not args.quick else (128, 2, 2, [1, 2], 2)
     t0 = time.time()
-    rows = train_rows(args.train_presets.split(","), device, imgsz, batch, steps, hf=not args.no_hf, compile=args.compile)
+    rows = train_rows(args.train_presets.split(","), device, imgsz, batch, steps, hf=not args.no_hf,
+                      layouts=tuple(args.layouts.split(",")), amps=tuple(args.amps.split(",")))
     print_tables(rows)
     if not args.train_only:
         rows += infer_rows(args.infer_presets.split(","), device, imgsz, batches, iters, hf=not args.no_hf)
