@@ -34,6 +34,8 @@ class TrainConfig:
             batch). The first step pays for compilation (~40 s on 2 CPU cores) and
             every new input size compiles again, so pair it with ``multi_scale=False``.
             State-dict keys, checkpoints and the (eager) EMA model are unchanged.
+            Measured: 3-7% faster fp32 steps on a 2-core CPU (R18, 640 px), slower on an
+            H200 (R18 fp16: 166 vs 182 img/s), so a CPU option.
     """
 
     epochs: int = 72
