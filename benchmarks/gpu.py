@@ -92,8 +92,7 @@ def train_rows(
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             if compiled:
-                model.backbone.compile()
-                model.encoder.compile()
+                model.compile_static_parts()
             images = x.contiguous(memory_format=torch.channels_last) if channels_last else x
             crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
             opt = build_optimizer(model)

@@ -167,6 +167,17 @@ ALLOCATORS: dict[str, dict[str, str]] = {
 }
 
 
+# key: label, in table order; transformers fp32, the baseline of the ratios, last.
+THROUGHPUT_VARIANTS: dict[str, str] = {
+    "ours": "rtdetr (ours), fp32",
+    "ours_cl": "rtdetr (ours), fp32 channels-last (the trainer's default)",
+    "ours_cl_compile": "rtdetr (ours), fp32 channels-last, compile=True",
+    "ours_bf16": "rtdetr (ours), bf16 autocast, channels-last",
+    "hf_bf16": "transformers, bf16 autocast",
+    "hf": "transformers, fp32",
+}
+
+
 def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5, only: str | None = None) -> list[dict]:
     """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same process.
 
@@ -192,8 +203,7 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5, only: str | Non
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             if compile:
-                model.backbone.compile()
-                model.encoder.compile()
+                model.compile_static_parts()
             models[key] = model
         return models[key]
 
@@ -209,41 +219,28 @@ def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5, only: str | Non
             loss = models["hf"](pixel_values=x, labels=hf_labels).loss
         loss.backward()
 
-    variants = {  # key: (label, step)
-        "ours": ("rtdetr (ours), fp32", lambda: ours_step(ours("ours"), x)),
-        "ours_cl": (
-            "rtdetr (ours), fp32 channels-last (the trainer's default)",
-            lambda: ours_step(ours("cl", channels_last=True), x_cl),
-        ),
-        "ours_cl_compile": (
-            "rtdetr (ours), fp32 channels-last, compile=True",
-            lambda: ours_step(ours("compiled", channels_last=True, compile=True), x_cl),
-        ),
-        "ours_bf16": (
-            "rtdetr (ours), bf16 autocast, channels-last",
-            lambda: ours_step(ours("cl", channels_last=True), x_cl, bf16=True),
-        ),
-        "hf_bf16": ("transformers, bf16 autocast", lambda: hf_step(bf16=True)),
-        "hf": ("transformers, fp32", lambda: hf_step()),
+    steps_of = {
+        "ours": lambda: ours_step(ours("ours"), x),
+        "ours_cl": lambda: ours_step(ours("cl", channels_last=True), x_cl),
+        "ours_cl_compile": lambda: ours_step(ours("compiled", channels_last=True, compile=True), x_cl),
+        "ours_bf16": lambda: ours_step(ours("cl", channels_last=True), x_cl, bf16=True),
+        "hf_bf16": lambda: hf_step(bf16=True),
+        "hf": lambda: hf_step(),
     }
-    if only is not None:
-        variants = {only: variants[only]}
+    variants = {key: steps_of[key] for key in ([only] if only is not None else THROUGHPUT_VARIANTS)}
     times: dict[str, list[float]] = {key: [] for key in variants}
-    for _, fn in variants.values():
+    for fn in variants.values():
         fn()  # warm-up (and compilation)
     for _ in range(steps):
-        for key, (_, fn) in variants.items():
+        for key, fn in variants.items():
             t = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t)
     rows = []
     for key, ts in times.items():
         median = sorted(ts)[len(ts) // 2]
-        rows.append({"key": key, "impl": variants[key][0], "median_s": median, "img_s": batch / median})
+        rows.append({"key": key, "impl": THROUGHPUT_VARIANTS[key], "median_s": median, "img_s": batch / median})
     return rows
-
-
-THROUGHPUT_KEYS = ("ours", "ours_cl", "ours_cl_compile", "ours_bf16", "hf_bf16", "hf")
 
 
 def throughput_table(steps: int, *, isolated: bool = False) -> str:
@@ -266,7 +263,7 @@ def throughput_table(steps: int, *, isolated: bool = False) -> str:
 
     results = {}
     for label, env in ALLOCATORS.items():
-        results[label] = [r for key in THROUGHPUT_KEYS for r in child(env, key)] if isolated else child(env, None)
+        results[label] = [r for key in THROUGHPUT_VARIANTS for r in child(env, key)] if isolated else child(env, None)
     mode = "each variant in its own process" if isolated else "variants interleaved in one process"
     lines = [
         f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}, {mode}",
@@ -302,7 +299,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant (--throughput)")
     p.add_argument("--isolated", action="store_true", help="--throughput: each variant in its own process")
     p.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--only", default=None, choices=THROUGHPUT_KEYS, help=argparse.SUPPRESS)
+    p.add_argument("--only", default=None, choices=list(THROUGHPUT_VARIANTS), help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_flush_denormal(True)

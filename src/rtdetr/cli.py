@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+_WORKERS_HELP = "DataLoader workers (default: 0 on a CPU with <= 4 cores, else up to 8)"
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from . import build_model, list_models
@@ -66,6 +68,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             ref = f"{paper['params_m']} / {paper['gflops']} / {paper['ap']}" if paper else "-"
             print(f"| {name} | {s.params / 1e6:.1f} | {s.gflops:.1f} | {ref} |")
     return 0
+
 
 
 def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
@@ -211,7 +214,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--compile", action="store_true",
         help="torch.compile backbone + encoder (slow first step; use a fixed --imgsz, --no-multi-scale)",
     )  # fmt: skip
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on a CPU with <= 4 cores, else up to 8)")
+    p.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/train", help="run directory (checkpoints, logs, curves)")
@@ -245,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on a CPU with <= 4 cores, else up to 8)")
+    p.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--save-json", default=None, help="write COCO results json here")

@@ -50,6 +50,19 @@ class RTDETR(nn.Module):
         feats = self.encoder(self.backbone(images))
         return DetectionOutput(self.decoder(feats, targets))
 
+    def compile_static_parts(self) -> "RTDETR":
+        """``torch.compile`` the backbone and the hybrid encoder in place; returns self.
+
+        Those two see fixed shapes at a fixed input size; the decoder stays eager, since
+        in training its denoising query count changes with every batch. In place
+        (``nn.Module.compile``): ``state_dict`` keys are unchanged. A deep copy of the
+        result still calls into this model's compiled code, so copy (e.g. for an EMA)
+        before compiling. ``TrainConfig.compile`` uses it.
+        """
+        self.backbone.compile()
+        self.encoder.compile()
+        return self
+
     def deploy(self, *, fold_bn: bool = True) -> "RTDETR":
         """Prepare for inference in place; returns self in eval mode.
 

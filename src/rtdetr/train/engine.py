@@ -166,11 +166,8 @@ class Trainer:
         use_scaler = config.amp and self.device.type == "cuda" and config.amp_dtype in ("auto", "float16")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model, decay=config.ema_decay, warmups=config.ema_warmup) if config.ema else None
-        if config.compile:
-            # In place (same state-dict keys), and after the EMA's deep copy: a copied
-            # compiled module would still call into the original one.
-            for part in (self.model.backbone, self.model.encoder):
-                part.compile()
+        if config.compile:  # after the EMA's deep copy, which must stay eager
+            self.model.compile_static_parts()
         self.postprocessor = PostProcessor(
             num_classes, num_top_queries=model.config.num_top_queries, category_ids=category_ids
         ).to(self.device)
