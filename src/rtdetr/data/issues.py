@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 __all__ = ["DatasetError", "ImageReadError", "IssueLog"]
 
 _MAX_EXAMPLES = 5
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset is malformed. ``issues`` maps a problem description to (count, examples)."""
 
     def __init__(self, message: str, issues: dict[str, tuple[int, list[str]]] | None = None):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 __all__ = ["WeightsError", "WeightsDownloadError", "WeightsFormatError", "WeightsMismatchError"]
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Base class of the weights errors."""
 
 
