@@ -198,7 +198,7 @@ def main() -> None:
     if not args.no_eval_idx:
         report["eval_idx"] = eval_idx_tradeoff(args.preset, args.imgsz, runs=args.rounds * args.per_round)
     if args.checkpoint:
-        from rtdetr.train.launch import model_from_checkpoint
+        from rtdetr.loader import model_from_checkpoint
 
         trained = model_from_checkpoint(args.checkpoint).eval()
         size = int(trained.config.eval_spatial_size[0]) if trained.config.eval_spatial_size else args.imgsz

@@ -163,7 +163,7 @@ class YoloRunner:
 
 def load_ours(path: str | Path, device: torch.device, eval_idx: int | None = None) -> tuple[nn.Module, list[int]]:
     """A trained model from one of our checkpoints (EMA weights), deployed on ``device``."""
-    from rtdetr.train.launch import model_from_checkpoint
+    from rtdetr.loader import model_from_checkpoint
 
     overrides: dict[str, Any] = {} if eval_idx is None else {"decoder__eval_idx": eval_idx}
     model = model_from_checkpoint(path, **overrides)

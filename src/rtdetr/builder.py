@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -13,6 +14,9 @@ from .nn.encoder import HybridEncoder
 from .nn.hgnetv2 import HGNetv2
 from .nn.postprocess import PostProcessor
 from .nn.presnet import PResNet
+
+if TYPE_CHECKING:
+    from .weights.formats import Checkpoint
 
 __all__ = ["build_model", "build_backbone", "build_postprocessor"]
 
@@ -39,16 +43,28 @@ def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
 
 
 def build_model(
-    name: str | RTDETRConfig, *, num_classes: int = 80, weights: str | None = None, **overrides: Any
+    name: str | RTDETRConfig,
+    *,
+    num_classes: int | None = None,
+    weights: str | os.PathLike | Checkpoint | None = None,
+    trusted: bool = False,
+    **overrides: Any,
 ) -> RTDETR:
     """Build a detector from a preset name (see :func:`rtdetr.list_models`) or a config.
 
     Args:
         name: preset name such as ``"rtdetr_r18vd"``, or an :class:`RTDETRConfig`.
-        num_classes: classes of the score heads.
+        num_classes: classes of the score heads. Default: as many as the ``weights``
+            have (their score heads' size; names come along from the file, the hub
+            config's ``id2label`` or the registry), else the preset's (80). A value
+            different from the weights' raises :class:`~rtdetr.weights.WeightsMismatchError`
+            (to fine-tune, build without weights and call ``load_weights(...,
+            allow_head_mismatch=True)``).
         weights: optional weights to load (see :func:`rtdetr.weights.load_weights`:
             a registry tag such as ``"coco"``, a local file or directory, a URL, or
             ``"hf:ORG/NAME"``).
+        trusted: allow torch files that hold arbitrary Python objects (unpickling can
+            run code; never for files from an untrusted source).
         **overrides: config fields to change, e.g. ``eval_idx=1``, ``num_queries=100``
             (see :func:`rtdetr.config.get_config` for the rules).
 
@@ -56,7 +72,20 @@ def build_model(
         An :class:`RTDETR` in training mode; freshly initialized unless ``weights``
         is given. Its resolved config is ``model.config``.
     """
-    cfg = get_config(name, num_classes=num_classes, **overrides)
+    ckpt = None
+    if weights is not None:
+        from .weights import Checkpoint, read_weights  # deferred: pulls in download machinery
+        from .weights.infer import infer_num_classes
+
+        if isinstance(weights, Checkpoint):
+            ckpt = weights
+        else:
+            ckpt = read_weights(weights, name if isinstance(name, str) else name.name, trusted=trusted)
+        if num_classes is None:
+            num_classes = infer_num_classes(ckpt.state_dict)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    cfg = get_config(name, **overrides)
     backbone = build_backbone(cfg.backbone)
     enc = cfg.encoder
     encoder = HybridEncoder(
@@ -105,10 +134,10 @@ def build_model(
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg
-    if weights is not None:
-        from .weights import load_weights  # deferred: pulls in download machinery
+    if ckpt is not None:
+        from .weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, ckpt)
     return model
 
 

@@ -1,16 +1,21 @@
 """Command line: ``rtdetr <command> ...``. This module and the ``command.py`` of each
-subpackage (which define their own subcommands) are the only ones that print results."""
+subpackage (which define their own subcommands) are the only ones that print results.
+
+Errors: a problem with the user's input (:class:`rtdetr.errors.UserError` and its
+subclasses, missing files, invalid values) prints one ``error: ...`` message and exits
+with code 2; Ctrl-C exits with 130; ``-v`` shows tracebacks. Building the parser
+imports no PyTorch, so ``rtdetr --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-
 from typing import TYPE_CHECKING
 
-import torch
-
+from .cli_options import TRUSTED_HELP
+from .errors import UserError
 from .export.command import add_export_parser
 from .infer.command import add_benchmark_parser, add_predict_parser
 from .serve.command import add_serve_parser
@@ -98,10 +103,11 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
     from .train.launch import build_trainer
 
     trainer = build_trainer(
-        args.model, args.data, _train_config(args), weights=args.weights, model_overrides=_parse_sets(args.set)
+        args.model, args.data, _train_config(args), weights=args.weights, model_overrides=parse_overrides(args.set)
     )
     resume = None
     if args.resume:
@@ -113,22 +119,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_sets(items: list[str] | None) -> dict:
-    """``["num_queries=100", "eval_idx=2"]`` -> model config overrides (values as Python literals)."""
-    import ast
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()  # a bare string such as discrete
-    return out
-
-
 def _print_metrics(record: dict) -> None:
     keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100") if k in record]
     if keys:
@@ -137,25 +127,14 @@ def _print_metrics(record: dict) -> None:
         print("| " + " | ".join(f"{record[k]:.3f}" for k in keys) + " |")
 
 
-def _load_model_arg(name_or_file: str, weights: str | None, num_classes: int | None = None):
-    from pathlib import Path
-
-    from . import build_model
-    from .train.launch import model_from_checkpoint
-
-    if Path(name_or_file).is_file():
-        return model_from_checkpoint(name_or_file)
-    kwargs = {"num_classes": num_classes} if num_classes else {}
-    return build_model(name_or_file, weights=weights, **kwargs)
-
-
 def _cmd_val(args: argparse.Namespace) -> int:
     from .data import resolve_dataset
     from .eval import format_metrics_table
+    from .loader import load_model
     from .train.launch import validate
 
     spec = resolve_dataset(args.data)
-    model = _load_model_arg(args.model, args.weights, num_classes=spec.num_classes)
+    model = load_model(args.model, weights=args.weights, num_classes=spec.num_classes, trusted=args.trusted)
     metrics, evaluator = validate(
         model, args.data, split=args.split, imgsz=args.imgsz, batch_size=args.batch_size,
         num_workers=args.workers, device=args.device, amp=args.amp,
@@ -242,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset split")
-    p.add_argument("--model", required=True, help="preset name or one of our training checkpoints")
+    p.add_argument("--model", required=True, help="preset name, training checkpoint or weights file/folder")
     p.add_argument("--weights", default=None, help="weights for a preset name")
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--imgsz", type=int, default=640)
@@ -270,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--to", choices=["reference", "hf", "safetensors"], required=True)
     p.add_argument("--model", default=None, help="preset name (inferred from the tensors when omitted)")
-    p.add_argument("--trusted", action="store_true", help="allow pickled Python objects in SRC")
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.set_defaults(func=_cmd_convert)
 
     add_predict_parser(sub)
@@ -288,13 +268,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exceptions that mean "the input is wrong", answered with their message rather than a traceback.
+# ValueError too: it is what bad values raise across this package and its libraries.
+_USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError)
+
+
+def _message(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{text}: {e.filename}"
+    if isinstance(e, ModuleNotFoundError) and "pip install" not in text:
+        text += f" (a feature you used needs it: pip install {e.name})"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rtdetr`` with ``argv``; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not torch.cuda.is_available():
-        # Denormals slow CPU inference and training of this model by >10x after a few steps.
-        torch.set_flush_denormal(True)
-    return args.func(args)
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Denormals slow CPU inference and training of this model by >10x after a few steps.
+            torch.set_flush_denormal(True)
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (*_USER_ERRORS, ModuleNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        if isinstance(e.code, str):  # raise SystemExit("message"): a user error too
+            if args.verbose:
+                raise
+            print(f"error: {e.code}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

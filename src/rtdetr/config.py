@@ -11,7 +11,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from .errors import UserError
+
 __all__ = [
+    "ConfigError",
+    "parse_overrides",
     "PResNetConfig",
     "HGNetv2Config",
     "EncoderConfig",
@@ -23,6 +27,10 @@ __all__ = [
     "get_config",
     "list_models",
 ]
+
+
+class ConfigError(UserError, ValueError):
+    """An unknown preset, an unknown or ambiguous config field, or a malformed override."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +300,7 @@ def get_config(name: str | RTDETRConfig, **overrides: Any) -> RTDETRConfig:
         try:
             cfg = PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+            raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
     top: dict[str, Any] = {}
     per_section: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
@@ -304,15 +312,15 @@ def get_config(name: str | RTDETRConfig, **overrides: Any) -> RTDETRConfig:
         if "__" in key:
             section, fname = key.split("__", 1)
             if section not in _SECTIONS or not _has_field(getattr(cfg, section), fname):
-                raise ValueError(f"unknown config field {key!r} for model {cfg.name!r}")
+                raise ConfigError(f"unknown config field {key!r} for model {cfg.name!r}")
             per_section[section][fname] = value
             continue
         owners = [s for s in _SECTIONS if _has_field(getattr(cfg, s), key)]
         if not owners:
-            raise ValueError(f"unknown config field {key!r} for model {cfg.name!r}")
+            raise ConfigError(f"unknown config field {key!r} for model {cfg.name!r}")
         if len(owners) > 1:
             qualified = ", ".join(f"{s}__{key}" for s in owners)
-            raise ValueError(f"config field {key!r} is ambiguous; use one of: {qualified}")
+            raise ConfigError(f"config field {key!r} is ambiguous; use one of: {qualified}")
         per_section[owners[0]][key] = value
 
     sections = {s: dataclasses.replace(getattr(cfg, s), **kv) for s, kv in per_section.items() if kv}
@@ -321,3 +329,23 @@ def get_config(name: str | RTDETRConfig, **overrides: Any) -> RTDETRConfig:
 
 def _has_field(obj: Any, name: str) -> bool:
     return any(f.name == name for f in dataclasses.fields(obj))
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["num_queries=100", "eval_idx=2"]`` (``--set`` flags) -> :func:`get_config` overrides.
+
+    Values are read as Python literals (``100``, ``(640, 640)``, ``True``); anything
+    else stays a string (``cross_attn_method=discrete``).
+    """
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()  # a bare string such as discrete
+    return out

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 import rtdetr
 from rtdetr.train.checkpoint import load_checkpoint, save_checkpoint
+from rtdetr.weights import WeightsFormatError
 from rtdetr.train.engine import Trainer, TrainingDiverged
 from rtdetr.train.train_config import TrainConfig
 
@@ -119,7 +120,7 @@ def test_load_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(WeightsFormatError, match="not a PyTorch checkpoint"):
         load_checkpoint(junk)
 
 

@@ -127,3 +127,25 @@ def test_conversion_round_trips_and_transformers_loads_it(tmp_path):
     assert list(back["model"]) == list(sd)
     assert all(torch.equal(back["model"][k], v) for k, v in sd.items() if not k.endswith("num_batches_tracked"))
     assert back["class_names"][3] == "c3"
+
+
+def test_class_count_and_names_come_with_hf_weights(tmp_path):
+    """No num_classes given: the 2-label folder builds a 2-class model that matches transformers."""
+    config = hf_reference_config("rtdetr_r18vd")
+    config.num_labels = 2
+    config.id2label, config.label2id = {0: "cat", 1: "dog"}, {"cat": 0, "dog": 1}
+    hf = randomize_(_hf_model(config), seed=2).eval()
+    hf.save_pretrained(tmp_path / "two")
+
+    model = rtdetr.build_model("rtdetr_r18vd", weights=str(tmp_path / "two"))
+    assert model.config.num_classes == 2 and model.class_names == ["cat", "dog"]
+    x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():  # float64: float32 weights are exact there, so only the computations differ
+        out, ref = model.double().eval()(x), hf.double()(pixel_values=x)
+    torch.testing.assert_close(ref.logits, out.pred_logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ref.pred_boxes, out.pred_boxes, atol=1e-6, rtol=0)
+    # the same through load_model (preset inferred from the tensors) and the Detector
+    assert rtdetr.load_model(tmp_path / "two").config.num_classes == 2
+    # an explicit, different class count still refuses, pointing at fine-tuning
+    with pytest.raises(rtdetr.weights.WeightsMismatchError, match="allow_head_mismatch"):
+        rtdetr.build_model("rtdetr_r18vd", weights=str(tmp_path / "two"), num_classes=80)

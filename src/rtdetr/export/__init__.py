@@ -16,13 +16,40 @@ Every file carries the metadata of :mod:`.metadata`; serve ONNX files with
 :class:`rtdetr.infer.onnx_backend.OnnxBackend`. Command line: ``rtdetr export``.
 """
 
-from .check import ParityReport, check_export, compare_detections
-from .graph import example_inputs, export_module
-from .metadata import ExportMetadata, model_metadata, parse_metadata
-from .onnx import DEFAULT_OPSET, export_onnx, onnx_op_types, read_onnx_metadata
-from .openvino import export_openvino, read_openvino_metadata
-from .quantize import ImageCalibrationReader, quantize_onnx_int8
-from .torchscript import export_torchscript, read_torchscript_metadata
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ParityReport": ".check",
+    "check_export": ".check",
+    "compare_detections": ".check",
+    "example_inputs": ".graph",
+    "export_module": ".graph",
+    "ExportMetadata": ".metadata",
+    "model_metadata": ".metadata",
+    "parse_metadata": ".metadata",
+    "DEFAULT_OPSET": ".onnx",
+    "export_onnx": ".onnx",
+    "onnx_op_types": ".onnx",
+    "read_onnx_metadata": ".onnx",
+    "export_openvino": ".openvino",
+    "read_openvino_metadata": ".openvino",
+    "ImageCalibrationReader": ".quantize",
+    "quantize_onnx_int8": ".quantize",
+    "export_torchscript": ".torchscript",
+    "read_torchscript_metadata": ".torchscript",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .check import ParityReport, check_export, compare_detections
+    from .graph import example_inputs, export_module
+    from .metadata import ExportMetadata, model_metadata, parse_metadata
+    from .onnx import DEFAULT_OPSET, export_onnx, onnx_op_types, read_onnx_metadata
+    from .openvino import export_openvino, read_openvino_metadata
+    from .quantize import ImageCalibrationReader, quantize_onnx_int8
+    from .torchscript import export_torchscript, read_torchscript_metadata
 
 __all__ = [
     "DEFAULT_OPSET",

@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from ..cli_options import TRUSTED_HELP
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["FORMATS", "add_export_parser", "run_export"]
 
@@ -32,9 +36,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
             "orig_target_sizes int64 [B,2] (w,h); outputs labels [B,K], boxes [B,K,4] xyxy px, scores [B,K]."
         ),
     )
-    p.add_argument("--model", required=True, help="preset name (see `rtdetr info`) or one of our training checkpoints")
+    p.add_argument("--model", required=True, help="preset name (see `rtdetr info`), training checkpoint or weights file")
     p.add_argument("--weights", default=None, help="weights for a preset name (registry tag, file, URL, hf:ORG/NAME)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of a preset without weights (default 80)")
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--imgsz", type=int, default=None, help="square input side, multiple of 32 (default: the model's, 640)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX / OpenVINO)")
@@ -51,15 +56,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def _load_model(args: argparse.Namespace) -> nn.Module:
-    from ..builder import build_model
-    from ..train.launch import model_from_checkpoint
+    from ..loader import load_model
 
-    if Path(args.model).is_file():
-        if args.weights:
-            raise SystemExit(f"--weights is for preset names; {args.model} is a checkpoint file already")
-        return model_from_checkpoint(args.model)
-    kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
-    return build_model(args.model, weights=args.weights, **kwargs)
+    return load_model(args.model, weights=args.weights, num_classes=args.num_classes, trusted=args.trusted)
 
 
 def _default_out(args: argparse.Namespace, model: nn.Module, imgsz: int) -> Path:

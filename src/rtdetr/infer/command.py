@@ -6,13 +6,15 @@ import argparse
 import time
 from collections import Counter
 
-import torch
+from ..cli_options import TRUSTED_HELP
 
 __all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device", "detector_from_args"]
 
 
 def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -21,12 +23,12 @@ def resolve_device(device: str) -> str:
 def detector_from_args(args: argparse.Namespace):
     """The Detector that ``--model``, ``--weights``, ``--device``, ``--precision``, ``--imgsz``
     and (where the command has it) ``--set`` describe."""
-    from ..cli import _parse_sets
+    from ..config import parse_overrides
     from .predictor import Detector
 
     return Detector.from_pretrained(
         args.model, weights=args.weights, device=resolve_device(args.device), precision=args.precision,
-        imgsz=args.imgsz, **_parse_sets(getattr(args, "set", None)),
+        imgsz=args.imgsz, trusted=getattr(args, "trusted", False), **parse_overrides(getattr(args, "set", None)),
     )  # fmt: skip
 
 
@@ -64,6 +66,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", nargs="+", help="image / video files, folders or glob patterns")
     p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
     p.add_argument("--weights", default=None, help="weights for a preset: registry tag (coco), file, URL or hf:ORG/NAME")
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--conf", type=float, default=0.5, help="minimum score (default 0.5)")
     p.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 640)")
     p.add_argument("--batch-size", type=int, default=1)
@@ -79,6 +82,8 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import torch
+
     from .benchmark import benchmark_detector
 
     if args.threads:
@@ -99,6 +104,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="latency and throughput, model-only and end to end")
     p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
     p.add_argument("--weights", default=None)
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")

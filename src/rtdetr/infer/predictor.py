@@ -104,37 +104,34 @@ class Detector:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         imgsz: int | None = None,
+        trusted: bool = False,
         **overrides: Any,
     ) -> "Detector":
-        """Build from a preset name, one of our checkpoints (``.pt``/``.pth``) or an ``.onnx`` file.
+        """Build from a preset name, a checkpoint or weights file/folder, or an ``.onnx`` file.
 
         Args:
             model: ``"rtdetr_r18vd"`` (see :func:`rtdetr.list_models`), a training
-                checkpoint written by ``rtdetr train``, or an exported ONNX model
-                (run with onnxruntime; ``precision`` then does not apply).
+                checkpoint written by ``rtdetr train``, released or converted weights
+                (``.pth``, ``.safetensors``, a Hugging Face folder, ``hf:ORG/NAME``; see
+                :func:`rtdetr.load_model`), or an exported ONNX model (run with
+                onnxruntime; ``precision`` then does not apply).
             weights: for a preset: a registry tag (``"coco"``), file, URL or ``hf:ORG/NAME``.
-            num_classes: for a preset without weights (default 80).
+            num_classes: default: the weights' class count, else 80.
+            trusted: allow torch files holding arbitrary Python objects (unpickling
+                can run code: only for files from a source you trust).
             overrides: config fields for a preset or checkpoint, e.g. ``eval_idx=2``.
         """
         path = Path(model)
         if path.suffix.lower() == ".onnx":
+            if not path.is_file():
+                raise FileNotFoundError(f"model file not found: {path}")
             from .onnx_backend import OnnxBackend
 
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else None
             return cls(OnnxBackend(path, providers=providers), imgsz=imgsz)
-        if path.is_file():
-            from ..train.launch import model_from_checkpoint
+        from ..loader import load_model
 
-            net = model_from_checkpoint(path, **overrides)
-        elif path.suffix.lower() in (".pt", ".pth", ".safetensors", ".onnx"):
-            raise FileNotFoundError(f"model file not found: {path}")
-        else:
-            from ..builder import build_model
-
-            kwargs: dict[str, Any] = dict(overrides)
-            if num_classes is not None:
-                kwargs["num_classes"] = num_classes
-            net = build_model(str(model), weights=weights, **kwargs)
+        net = load_model(model, weights=weights, num_classes=num_classes, trusted=trusted, **overrides)
         return cls(net, device=device, precision=precision, imgsz=imgsz)
 
     # ------------------------------------------------------------------ running

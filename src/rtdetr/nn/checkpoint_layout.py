@@ -118,7 +118,9 @@ class _LayoutHook:
             elif key not in state_dict:
                 state_dict[key] = own.detach().clone()
             elif tuple(state_dict[key].shape) != tuple(own.shape):
-                log.warning(
+                # Derived from the eval size and rebuilt for this model's: another size is expected
+                # (a checkpoint trained at 320 px loaded for 640), not a problem worth a warning.
+                log.debug(
                     "ignoring %s of shape %s from the checkpoint (this model's is %s: another eval size)",
                     key, tuple(state_dict[key].shape), tuple(own.shape),
                 )

@@ -4,29 +4,26 @@ Needs the ``serve`` extra (``pip install 'rtdetr[serve]'``). ``create_app`` is
 imported lazily so that ``rtdetr.serve.command`` (used by the CLI) works without it.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-from typing import Any
+from .._lazy import lazy_exports
 
-from .batcher import BatcherClosed, BatchResult, DynamicBatcher, QueueFull, filter_detections
-from .image_bytes import ImageRejected, decode_image, encode_png
+_EXPORTS = {
+    "create_app": ".app",
+    "DynamicBatcher": ".batcher",
+    "BatchResult": ".batcher",
+    "QueueFull": ".batcher",
+    "BatcherClosed": ".batcher",
+    "filter_detections": ".batcher",
+    "ImageRejected": ".image_bytes",
+    "decode_image": ".image_bytes",
+    "encode_png": ".image_bytes",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "create_app",
-    "DynamicBatcher",
-    "BatchResult",
-    "QueueFull",
-    "BatcherClosed",
-    "filter_detections",
-    "ImageRejected",
-    "decode_image",
-    "encode_png",
-]
+if TYPE_CHECKING:
+    from .app import create_app
+    from .batcher import BatcherClosed, BatchResult, DynamicBatcher, QueueFull, filter_detections
+    from .image_bytes import ImageRejected, decode_image, encode_png
 
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from .app import create_app
-
-        return create_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = list(_EXPORTS)

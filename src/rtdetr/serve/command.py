@@ -13,6 +13,8 @@ import logging
 import os
 from typing import Any
 
+from ..cli_options import TRUSTED_HELP
+
 __all__ = ["add_serve_parser", "configure_parser", "run_serve"]
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``serve`` options to ``p``."""
     p.add_argument("--model", required=True, help="preset name, checkpoint file or .onnx model")
     p.add_argument("--weights", default=None, help="weights for a preset name (registry tag, file, hf:ORG/NAME)")
+    p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 640)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")

@@ -71,15 +71,27 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint, with a clear error for missing or foreign files."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, trusted: bool = False
+) -> dict[str, Any]:
+    """Read a training checkpoint without running code from it.
+
+    Our checkpoints hold only tensors, plain containers and numpy RNG arrays, so they
+    load with ``torch.load(weights_only=True)``; a file holding other Python objects
+    (which unpickling could execute) is refused unless ``trusted=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        WeightsFormatError: not a torch file, or not one of our training checkpoints
+            (:class:`~rtdetr.weights.errors.UnsafeCheckpointError` when refused as unsafe).
+    """
+    from ..weights.errors import WeightsFormatError
+    from ..weights.formats import torch_load
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # corrupt / not a torch file
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+    state = torch_load(path, map_location=map_location, trusted=trusted)
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not an rtdetr training checkpoint (no 'model' entry)")
+        raise WeightsFormatError(f"{path} is not an rtdetr training checkpoint (no 'model' entry)")
     return state

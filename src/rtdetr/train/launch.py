@@ -14,12 +14,11 @@ from torch.utils.data import DataLoader
 from ..builder import build_model, build_postprocessor
 from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
 from ..eval import CocoEvaluator
-from .checkpoint import load_checkpoint
 from .distributed import init_distributed
 from .engine import Trainer, evaluate
 from .train_config import TrainConfig
 
-__all__ = ["build_trainer", "epochs_for_budget", "model_from_checkpoint", "validate", "make_evaluator_for"]
+__all__ = ["build_trainer", "epochs_for_budget", "validate", "make_evaluator_for"]
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +26,6 @@ log = logging.getLogger(__name__)
 def make_evaluator_for(dataset: Any) -> CocoEvaluator:
     names = dict(zip(dataset.category_ids, dataset.class_names))
     return CocoEvaluator(dataset.coco_gt(), class_names=names)
-
-
-def model_from_checkpoint(path: str | Path, *, prefer_ema: bool = True, **overrides: Any) -> nn.Module:
-    """Rebuild a model from one of our training checkpoints (config + weights + class names).
-
-    ``eval_spatial_size`` becomes the training image size, so ``Detector`` and export
-    default to the resolution the model learned at; ``overrides`` win over both.
-    """
-    state = load_checkpoint(path)
-    cfg = state.get("config")
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise ValueError(f"{path} has no model config; build the preset and pass the file as weights instead")
-    fields: dict[str, Any] = {}
-    for section in ("backbone", "encoder", "decoder"):
-        for k, v in cfg[section].items():
-            if k != "__type__":
-                fields[f"{section}__{k}"] = tuple(v) if isinstance(v, list) else v
-    for k in ("eval_spatial_size", "num_top_queries"):
-        if k in cfg:
-            fields[k] = tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]
-    imgsz = (state.get("train_config") or {}).get("imgsz")
-    if isinstance(imgsz, int):
-        # Predict at the size the model was trained and validated at, not the preset's default.
-        fields["eval_spatial_size"] = (imgsz, imgsz)
-    fields.update(overrides)
-    model = build_model(cfg["name"], num_classes=cfg["num_classes"], **fields)
-    weights = state["ema"]["module"] if prefer_ema and state.get("ema") else state["model"]
-    model.load_state_dict(weights)
-    model.class_names = state.get("class_names")
-    model.category_ids = state.get("category_ids")
-    return model
 
 
 def build_trainer(

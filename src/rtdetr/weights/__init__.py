@@ -20,18 +20,19 @@ Offline: a published checkpoint is read from ``<torch hub dir>/checkpoints/<file
 """
 
 from .convert import ConvertTarget, convert_checkpoint
-from .errors import WeightsDownloadError, WeightsError, WeightsFormatError, WeightsMismatchError
+from .errors import UnsafeCheckpointError, WeightsDownloadError, WeightsError, WeightsFormatError, WeightsMismatchError
 from .formats import Checkpoint, read_checkpoint
 from .hf_config import hf_config_dict
 from .hf_naming import from_hf_state_dict, to_hf_state_dict
 from .infer import infer_model_names
-from .loading import LoadReport, load_weights, resolve_weights
+from .loading import LoadReport, load_weights, read_weights, resolve_weights
 from .registry import WEIGHTS, WeightsEntry, get_weights, list_weights
 
 __all__ = [
     "load_weights",
     "LoadReport",
     "resolve_weights",
+    "read_weights",
     "convert_checkpoint",
     "ConvertTarget",
     "list_weights",
@@ -48,4 +49,5 @@ __all__ = [
     "WeightsDownloadError",
     "WeightsFormatError",
     "WeightsMismatchError",
+    "UnsafeCheckpointError",
 ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-__all__ = ["WeightsError", "WeightsDownloadError", "WeightsFormatError", "WeightsMismatchError"]
+__all__ = ["WeightsError", "WeightsDownloadError", "WeightsFormatError", "WeightsMismatchError", "UnsafeCheckpointError"]
 
 
 class WeightsError(UserError, RuntimeError):
@@ -47,6 +47,10 @@ class WeightsDownloadError(WeightsError):
 
 class WeightsFormatError(WeightsError):
     """The file is not a checkpoint this package can read."""
+
+
+class UnsafeCheckpointError(WeightsFormatError):
+    """A torch file holds pickled Python objects (which could run code) and ``trusted`` was not given."""
 
 
 class WeightsMismatchError(WeightsError):

@@ -24,16 +24,19 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import WeightsFormatError
+from .errors import UnsafeCheckpointError, WeightsFormatError
 from .hf_naming import from_hf_state_dict, hf_naming_of, is_hf_state_dict
 
-__all__ = ["Checkpoint", "read_checkpoint", "find_state_dict", "class_names_from_hf_config"]
+if TYPE_CHECKING:
+    from .registry import WeightsEntry
+
+__all__ = ["Checkpoint", "read_checkpoint", "torch_load", "find_state_dict", "class_names_from_hf_config"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class Checkpoint:
         hf_config: a Hugging Face ``config.json`` found with the weights.
         hf_naming: ``"v4"`` / ``"v5"`` for HF weights.
         unmapped_keys: HF keys without an equivalent in our naming.
+        entry: the registry entry of published weights (set by ``read_weights``).
+        source: what the user named (tag, path, URL, ``hf:`` repo; set by ``read_weights``).
     """
 
     state_dict: dict[str, Tensor]
@@ -68,15 +73,31 @@ class Checkpoint:
     hf_config: dict[str, Any] | None = None
     hf_naming: str | None = None
     unmapped_keys: list[str] = field(default_factory=list)
+    entry: WeightsEntry | None = None
+    source: str | None = None
+
+
+_NUMPY_DTYPES = (np.float64, np.float32, np.float16, np.int64, np.int32, np.uint32, np.uint8, np.bool_)
 
 
 def _numpy_safe_globals() -> list[Any]:
-    """Numpy types that RNG states in training checkpoints need (arrays, dtypes)."""
+    """The numpy pieces our training checkpoints hold, and nothing more.
+
+    RNG states are numpy arrays (``np.random.get_state()``); metrics may be numpy
+    scalars. Both pickle as a reconstruct function plus a dtype class.
+    """
     arr = np.zeros(1, dtype=np.uint32)
-    return [arr.__reduce__()[0], np.ndarray, np.dtype, type(arr.dtype)]
+    scalar_fn = np.float64(0).__reduce__()[0]  # numpy.(_)core.multiarray.scalar
+    dtype_types = [type(np.dtype(t)) for t in _NUMPY_DTYPES]
+    return [arr.__reduce__()[0], scalar_fn, np.ndarray, np.dtype, *dtype_types]
 
 
-def _torch_load(path: Path, map_location: Any, trusted: bool) -> Any:
+def torch_load(path: str | Path, *, map_location: Any = "cpu", trusted: bool = False) -> Any:
+    """``torch.load`` that runs no code unless ``trusted``: tensors, containers, numbers,
+    strings and the numpy arrays/scalars of RNG states and metrics load; any other
+    Python object is refused with a :class:`WeightsFormatError` naming it and ``trusted``.
+    """
+    path = Path(path)
     try:
         if trusted:
             return torch.load(path, map_location=map_location, weights_only=False)
@@ -90,9 +111,10 @@ def _torch_load(path: Path, map_location: Any, trusted: bool) -> Any:
         except Exception:
             unsafe = []
         what = f" ({', '.join(unsafe[:5])})" if unsafe else ""
-        raise WeightsFormatError(
-            f"{path} holds Python objects beyond tensors{what}, which torch.load(weights_only=True) refuses. "
-            "If you trust the file, load it with trusted=True."
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it holds Python objects beyond tensors{what}, and unpickling "
+            "them can run arbitrary code. Load it only if you trust its source: trusted=True "
+            "(command line: --trusted)."
         ) from None
     except Exception as e:  # the unpickler fails in many ways on foreign bytes (KeyError, EOFError ...)
         raise _not_a_checkpoint(path, e) from None
@@ -138,7 +160,7 @@ def _load_tensors(path: Path, map_location: Any, trusted: bool) -> tuple[Any, di
     if path.suffix == ".safetensors":
         device = str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
         return _safetensors_load(path, device)
-    return _torch_load(path, map_location, trusted), {}
+    return torch_load(path, map_location=map_location, trusted=trusted), {}
 
 
 def find_state_dict(obj: Any) -> tuple[dict[str, Tensor], str | None]:

@@ -15,12 +15,12 @@ from torch import Tensor, nn
 
 from .download import fetch_hf, fetch_url
 from .errors import WeightsMismatchError
-from .formats import read_checkpoint
+from .formats import Checkpoint, read_checkpoint
 from .hf_config import hf_config_differences
 from .infer import infer_model_names, infer_num_classes
 from .registry import TAGS, WeightsEntry, get_weights, list_weights, normalize_tag
 
-__all__ = ["load_weights", "LoadReport", "resolve_weights", "HEAD_KEY_PATTERN"]
+__all__ = ["load_weights", "LoadReport", "resolve_weights", "read_weights", "HEAD_KEY_PATTERN"]
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,30 @@ def resolve_weights(
     return path, entry
 
 
+def read_weights(
+    weights: str | os.PathLike | WeightsEntry,
+    model_name: str | None = None,
+    *,
+    map_location: Any = "cpu",
+    progress: bool = True,
+    trusted: bool = False,
+) -> Checkpoint:
+    """Resolve (download if needed) and read ``weights`` without a model.
+
+    What :func:`load_weights` reads, exposed so a caller can look at the tensors first
+    (e.g. take the class count from the score heads) and then pass the result to
+    :func:`load_weights` without reading the file twice. ``entry`` and ``source`` on
+    the result say where it came from.
+    """
+    path, entry = resolve_weights(weights, model_name, progress=progress)
+    ckpt = read_checkpoint(path, map_location=map_location, trusted=trusted)
+    ckpt.entry, ckpt.source = entry, str(weights)
+    return ckpt
+
+
 def load_weights(
     model: nn.Module,
-    weights: str | os.PathLike | WeightsEntry,
+    weights: str | os.PathLike | WeightsEntry | Checkpoint,
     *,
     strict: bool = True,
     map_location: Any = "cpu",
@@ -137,7 +158,7 @@ def load_weights(
     Args:
         model: a built detector; tags resolve against ``model.config.name``. Load into a
             ``.double()`` model to keep float64 weights exact.
-        weights: a tag (``"coco"``, ``"coco+o365"``), a local file or ``save_pretrained``
+        weights: a :class:`Checkpoint` from :func:`read_weights`, or a tag (``"coco"``, ``"coco+o365"``), a local file or ``save_pretrained``
             folder, an http(s) URL, ``"hf:ORG/NAME"`` or a :class:`WeightsEntry`.
             Reference, Hugging Face and this package's own checkpoints are recognized
             from their keys.
@@ -163,8 +184,12 @@ def load_weights(
     """
     cfg = getattr(model, "config", None)
     model_name = getattr(cfg, "name", None)
-    path, entry = resolve_weights(weights, model_name, progress=progress)
-    ckpt = read_checkpoint(path, map_location=map_location, trusted=trusted)
+    if isinstance(weights, Checkpoint):
+        ckpt = weights
+    else:
+        ckpt = read_weights(weights, model_name, map_location=map_location, progress=progress, trusted=trusted)
+    entry = ckpt.entry
+    weights = ckpt.source or str(ckpt.path)
     target = model.state_dict()
     sd = dict(ckpt.state_dict)  # a plain dict: BatchNorm then fills absent step counters itself
 
