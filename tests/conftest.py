@@ -6,8 +6,15 @@ import importlib.util
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# MKL's conditional numerical reproducibility: its AVX2 code path on every CPU. The float64
+# fixtures were recorded where MKL ran that path (AMD CPUs always get it); on Intel CPUs
+# with AVX-512 MKL sums in another order, and the decoder's inverse sigmoid amplifies the
+# ~1e-16 differences to ~4e-8 in the logits, past the fixtures' 1e-8. Set before torch
+# loads MKL; users' runs are unaffected.
+os.environ.setdefault("MKL_CBWR", "AVX2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("RTDETR_REFERENCE_DIR", REPO.parent / "shared" / "reference"))

@@ -111,8 +111,10 @@ def test_safetensors_file_is_a_model_file(run, tmp_path):
     torch.testing.assert_close(a.scores, b.scores)
 
 
-def test_one_loader_for_names_and_paths(tmp_path):
-    assert rtdetr.load_model("rtdetr_r18vd", num_classes=3).config.num_classes == 3
+def test_one_loader_for_names_and_paths(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="rtdetr.loader"):
+        assert rtdetr.load_model("rtdetr_r18vd", num_classes=3).config.num_classes == 3
+    assert "randomly initialized" in caplog.text and "--weights coco" in caplog.text
     with pytest.raises(UserError, match="did you mean rtdetr_r18vd"):
         rtdetr.load_model("rtdetr_r18")
     with pytest.raises(FileNotFoundError, match="missing.pt"):

@@ -12,7 +12,7 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "build_model": ".builder",
+    "build_model": ".loader",
     "build_backbone": ".builder",
     "build_postprocessor": ".builder",
     "load_model": ".loader",
@@ -27,10 +27,10 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from .builder import build_backbone, build_model, build_postprocessor
+    from .builder import build_backbone, build_postprocessor
     from .config import RTDETRConfig, get_config, list_models
     from .infer import Detector
-    from .loader import load_model
+    from .loader import build_model, load_model
     from .nn import RTDETR, DetectionOutput, PostProcessor
 
 __all__ = [*_EXPORTS, "UserError", "__version__"]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .config import HGNetv2Config, PResNetConfig, RTDETRConfig, get_config
+from .config import HGNetv2Config, PResNetConfig, RTDETRConfig
 from .nn.decoder import RTDETRDecoder
 from .nn.detector import RTDETR
 from .nn.encoder import HybridEncoder
@@ -15,10 +13,8 @@ from .nn.hgnetv2 import HGNetv2
 from .nn.postprocess import PostProcessor
 from .nn.presnet import PResNet
 
-if TYPE_CHECKING:
-    from .weights.formats import Checkpoint
 
-__all__ = ["build_model", "build_backbone", "build_postprocessor"]
+__all__ = ["build_detector", "build_backbone", "build_postprocessor"]
 
 
 def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
@@ -42,50 +38,11 @@ def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
     raise TypeError(f"unsupported backbone config {type(cfg).__name__}")
 
 
-def build_model(
-    name: str | RTDETRConfig,
-    *,
-    num_classes: int | None = None,
-    weights: str | os.PathLike | Checkpoint | None = None,
-    trusted: bool = False,
-    **overrides: Any,
-) -> RTDETR:
-    """Build a detector from a preset name (see :func:`rtdetr.list_models`) or a config.
+def build_detector(cfg: RTDETRConfig) -> RTDETR:
+    """Modules for a resolved config, freshly initialized, in training mode (``model.config = cfg``).
 
-    Args:
-        name: preset name such as ``"rtdetr_r18vd"``, or an :class:`RTDETRConfig`.
-        num_classes: classes of the score heads. Default: as many as the ``weights``
-            have (their score heads' size; names come along from the file, the hub
-            config's ``id2label`` or the registry), else the preset's (80). A value
-            different from the weights' raises :class:`~rtdetr.weights.WeightsMismatchError`
-            (to fine-tune, build without weights and call ``load_weights(...,
-            allow_head_mismatch=True)``).
-        weights: optional weights to load (see :func:`rtdetr.weights.load_weights`:
-            a registry tag such as ``"coco"``, a local file or directory, a URL, or
-            ``"hf:ORG/NAME"``).
-        trusted: allow torch files that hold arbitrary Python objects (unpickling can
-            run code; never for files from an untrusted source).
-        **overrides: config fields to change, e.g. ``eval_idx=1``, ``num_queries=100``
-            (see :func:`rtdetr.config.get_config` for the rules).
-
-    Returns:
-        An :class:`RTDETR` in training mode; freshly initialized unless ``weights``
-        is given. Its resolved config is ``model.config``.
+    The pure construction step: presets, overrides and weights are :func:`rtdetr.build_model`'s.
     """
-    ckpt = None
-    if weights is not None:
-        from .weights import Checkpoint, read_weights  # deferred: pulls in download machinery
-        from .weights.infer import infer_num_classes
-
-        if isinstance(weights, Checkpoint):
-            ckpt = weights
-        else:
-            ckpt = read_weights(weights, name if isinstance(name, str) else name.name, trusted=trusted)
-        if num_classes is None:
-            num_classes = infer_num_classes(ckpt.state_dict)
-    if num_classes is not None:
-        overrides["num_classes"] = num_classes
-    cfg = get_config(name, **overrides)
     backbone = build_backbone(cfg.backbone)
     enc = cfg.encoder
     encoder = HybridEncoder(
@@ -134,10 +91,6 @@ def build_model(
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg
-    if ckpt is not None:
-        from .weights import load_weights
-
-        load_weights(model, ckpt)
     return model
 
 

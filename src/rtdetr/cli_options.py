@@ -1,14 +1,41 @@
-"""Help texts of command-line options that several subcommands share.
+"""Command-line options that several subcommands share, and what they turn into.
 
-Torch-free on purpose: the CLI imports it to build its parser, and ``rtdetr --help``
-should not wait for PyTorch to load.
+Importing it loads no PyTorch (the CLI imports it to build its parser, and ``rtdetr
+--help`` should not wait); the functions import what they need when called.
 """
 
 from __future__ import annotations
 
-__all__ = ["TRUSTED_HELP"]
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .infer.predictor import Detector
+
+__all__ = ["TRUSTED_HELP", "resolve_device", "detector_from_args"]
 
 TRUSTED_HELP = (
     "allow a .pt/.pth file that holds pickled Python objects; loading such a file can run "
     "arbitrary code, so use it only for files from a source you trust"
 )
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def detector_from_args(args: argparse.Namespace) -> Detector:
+    """The Detector that ``--model``, ``--weights``, ``--trusted``, ``--device``, ``--precision``,
+    ``--imgsz`` and (where the command has it) ``--set`` describe (predict, benchmark, serve)."""
+    from .config import parse_overrides
+    from .infer.predictor import Detector
+
+    return Detector.from_pretrained(
+        args.model, weights=args.weights, device=resolve_device(args.device), precision=args.precision,
+        imgsz=args.imgsz, trusted=getattr(args, "trusted", False), **parse_overrides(getattr(args, "set", None)),
+    )  # fmt: skip

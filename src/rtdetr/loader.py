@@ -1,4 +1,4 @@
-"""``load_model``: from whatever a user names to a built detector, one way for every entry point.
+"""``build_model`` and ``load_model``: from what a user names to a built detector, one way for every entry point.
 
 ``rtdetr predict/val/export/serve --model X``, ``Detector.from_pretrained(X)`` and
 Python users all go through :func:`load_model`, so a preset name, a training
@@ -14,20 +14,74 @@ import difflib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .builder import build_model
+from .builder import build_detector
 from .config import RTDETRConfig, get_config, list_models
 from .errors import UserError
 from .nn.detector import RTDETR
 
-__all__ = ["load_model", "model_from_checkpoint", "MODEL_FILE_SUFFIXES"]
+if TYPE_CHECKING:
+    from .weights.formats import Checkpoint
+
+__all__ = ["build_model", "load_model", "model_from_checkpoint", "MODEL_FILE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
 # What a --model value that is not a preset may end with (exported .onnx files are
 # run by Detector.from_pretrained, not rebuilt as modules).
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".onnx")
+
+
+def build_model(
+    name: str | RTDETRConfig,
+    *,
+    num_classes: int | None = None,
+    weights: str | os.PathLike | Checkpoint | None = None,
+    trusted: bool = False,
+    **overrides: Any,
+) -> RTDETR:
+    """Build a detector from a preset name (see :func:`rtdetr.list_models`) or a config.
+
+    Args:
+        name: preset name such as ``"rtdetr_r18vd"``, or an :class:`RTDETRConfig`.
+        num_classes: classes of the score heads. Default: as many as the ``weights``
+            have (their score heads' size; names come along from the file, the hub
+            config's ``id2label`` or the registry), else the preset's (80). A value
+            different from the weights' raises :class:`~rtdetr.weights.WeightsMismatchError`
+            (to fine-tune, build without weights and call ``load_weights(...,
+            allow_head_mismatch=True)``).
+        weights: optional weights to load (see :func:`rtdetr.weights.load_weights`:
+            a registry tag such as ``"coco"``, a local file or directory, a URL, or
+            ``"hf:ORG/NAME"``).
+        trusted: allow torch files that hold arbitrary Python objects (unpickling can
+            run code; never for files from an untrusted source).
+        **overrides: config fields to change, e.g. ``eval_idx=1``, ``num_queries=100``
+            (see :func:`rtdetr.config.get_config` for the rules).
+
+    Returns:
+        An :class:`RTDETR` in training mode; freshly initialized unless ``weights``
+        is given. Its resolved config is ``model.config``.
+    """
+    ckpt = None
+    if weights is not None:
+        from .weights import Checkpoint, read_weights  # deferred: pulls in download machinery
+        from .weights.infer import infer_num_classes
+
+        if isinstance(weights, Checkpoint):
+            ckpt = weights
+        else:
+            ckpt = read_weights(weights, name if isinstance(name, str) else name.name, trusted=trusted)
+        if num_classes is None:
+            num_classes = infer_num_classes(ckpt.state_dict)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    model = build_detector(get_config(name, **overrides))
+    if ckpt is not None:
+        from .weights import load_weights
+
+        load_weights(model, ckpt)
+    return model
 
 
 def load_model(
@@ -65,6 +119,8 @@ def load_model(
             refused (unsafe) file, weights that do not fit; the message says what to do.
     """
     if isinstance(spec, RTDETRConfig) or str(spec) in list_models():
+        if weights is None:
+            _warn_untrained(spec.name if isinstance(spec, RTDETRConfig) else str(spec))
         return build_model(spec, num_classes=num_classes, weights=weights, trusted=trusted, **overrides)
     text = os.fspath(spec)
     path = Path(text).expanduser()
@@ -85,6 +141,15 @@ def load_model(
     close = difflib.get_close_matches(text, list_models(), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else f"; presets: {', '.join(list_models())}"
     raise UserError(f"unknown model {text!r}: not a preset name, nor an existing file or folder{hint}")
+
+
+def _warn_untrained(name: str) -> None:
+    """A preset without weights predicts noise; fine for speed tests, a surprise otherwise."""
+    from .weights.registry import list_weights
+
+    tags = [e.tag for e in list_weights(name)]
+    hint = f"weights={tags[0]!r} (--weights {tags[0]})" if tags else "a checkpoint you trained (--model last.pt)"
+    log.warning("%s has no weights: it is randomly initialized and its detections mean nothing; pass %s", name, hint)
 
 
 def model_from_checkpoint(

@@ -6,30 +6,9 @@ import argparse
 import time
 from collections import Counter
 
-from ..cli_options import TRUSTED_HELP
+from ..cli_options import TRUSTED_HELP, detector_from_args, resolve_device
 
-__all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device", "detector_from_args"]
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def detector_from_args(args: argparse.Namespace):
-    """The Detector that ``--model``, ``--weights``, ``--device``, ``--precision``, ``--imgsz``
-    and (where the command has it) ``--set`` describe."""
-    from ..config import parse_overrides
-    from .predictor import Detector
-
-    return Detector.from_pretrained(
-        args.model, weights=args.weights, device=resolve_device(args.device), precision=args.precision,
-        imgsz=args.imgsz, trusted=getattr(args, "trusted", False), **parse_overrides(getattr(args, "set", None)),
-    )  # fmt: skip
+__all__ = ["add_predict_parser", "add_benchmark_parser"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -75,7 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ) from exc
     import torch
 
-    from ..infer.command import detector_from_args, resolve_device
+    from ..cli_options import detector_from_args, resolve_device
 
     for flag, value in (("--max-batch", args.max_batch), ("--queue-size", args.queue_size)):
         if value < 1:

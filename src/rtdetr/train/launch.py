@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..builder import build_model, build_postprocessor
+from ..builder import build_postprocessor
+from ..loader import build_model
 from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
 from ..eval import CocoEvaluator
 from .distributed import init_distributed

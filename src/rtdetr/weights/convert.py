@@ -150,9 +150,9 @@ def _conform(sd: dict[str, Tensor], model_name: str) -> dict[str, Tensor]:
 @lru_cache(maxsize=8)
 def _layout(model_name: str, num_classes: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """{key: (shape, dtype)} of a preset's state dict, in order (builds the model once)."""
-    from ..builder import build_model  # deferred: only conversion needs a model
+    from ..builder import build_detector  # deferred: only conversion needs a model
 
-    state = build_model(model_name, num_classes=num_classes).state_dict()
+    state = build_detector(get_config(model_name, num_classes=num_classes)).state_dict()
     return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
 
 

@@ -108,8 +108,11 @@ def torch_load(path: str | Path, *, map_location: Any = "cpu", trusted: bool = F
             raise _not_a_checkpoint(path, e) from None
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
+        except Exception:  # not a zip checkpoint: a legacy torch file, or not a torch file at all
             unsafe = []
+        if not unsafe and "unsupported global" not in str(e).lower():
+            # bytes the unpickler cannot read, not objects; torch's text would only talk of weights_only
+            raise WeightsFormatError(f"not a PyTorch checkpoint or safetensors file: {path}") from None
         what = f" ({', '.join(unsafe[:5])})" if unsafe else ""
         raise UnsafeCheckpointError(
             f"refused to load {path}: it holds Python objects beyond tensors{what}, and unpickling "

@@ -202,7 +202,8 @@ def load_weights(
         unexpected = [k for k in sd if k not in target and not k.endswith("num_batches_tracked")]
         raise WeightsMismatchError(
             _mismatch_message(
-                model_name, str(weights), ckpt.state_dict, target, missing, unexpected + ckpt.unmapped_keys, mismatched
+                model_name, str(weights), ckpt.state_dict, target, missing, unexpected + ckpt.unmapped_keys, mismatched,
+                saved_from=ckpt.model_name,
             ),
             missing, unexpected + ckpt.unmapped_keys, mismatched,
         )  # fmt: skip
@@ -226,7 +227,9 @@ def load_weights(
     if strict and (missing or unexpected):
         _restore(model, backup)
         raise WeightsMismatchError(
-            _mismatch_message(model_name, str(weights), ckpt.state_dict, target, missing, unexpected, []),
+            _mismatch_message(
+                model_name, str(weights), ckpt.state_dict, target, missing, unexpected, [], saved_from=ckpt.model_name
+            ),
             missing, unexpected, [],
         )  # fmt: skip
 
@@ -283,11 +286,21 @@ def _mismatch_message(
     missing: list[str],
     unexpected: list[str],
     mismatched: list[str],
+    saved_from: str | None = None,
 ) -> str:
-    lines = [
+    if saved_from and model_name and saved_from != model_name:
+        # The common mistake: one preset's training checkpoint given as weights of another.
+        # Say that first; the key lists only confirm it.
+        lines = [
+            f"weights {source!r} were trained as {saved_from}, not {model_name}: load the file itself as the "
+            f"model (--model {source}, or rtdetr.load_model({source!r})), or use --model {saved_from}"
+        ]
+    else:
+        lines = []
+    lines.append(
         f"weights {source!r} do not fit {model_name or 'the model'}: "
         f"{len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} with other shapes"
-    ]
+    )
     if missing:
         lines.append(f"  missing:    {_sample(missing, 5)}")
     if unexpected:
