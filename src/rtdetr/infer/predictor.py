@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backend import Backend
-from .results import Detections
+from .results import DEFAULT_CONF, Detections
 from .sources import Frame, Source, iter_frames
 from .torch_backend import TorchBackend
 
@@ -150,7 +150,7 @@ class Detector:
         self,
         images: list[Tensor],
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         classes: list[int] | None = None,
         max_det: int = 300,
     ) -> list[Detections]:
@@ -190,7 +190,7 @@ class Detector:
         self,
         source: Source,
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         classes: list[int] | None = None,
         max_det: int = 300,
         batch_size: int = 1,
@@ -225,7 +225,7 @@ class Detector:
         self,
         source: Source,
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         imgsz: int | None = None,
         classes: list[int] | None = None,
         max_det: int = 300,

@@ -11,7 +11,12 @@ from torch import Tensor
 
 from .draw import draw_detections
 
-__all__ = ["Detections"]
+__all__ = ["Detections", "DEFAULT_CONF"]
+
+# The score threshold everything uses unless told otherwise: ``Detector.predict``,
+# ``rtdetr predict``, ``rtdetr benchmark``'s end-to-end scope and the HTTP service.
+# One value, so the same image gives the same detections through every entry point.
+DEFAULT_CONF = 0.5
 
 
 @dataclass
