@@ -294,7 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         # Denormals slow CPU inference and training of this model by >10x after a few steps.
         torch.set_flush_denormal(True)
-    return args.func(args)
+    from .errors import UserError
+
+    try:
+        return args.func(args)
+    except UserError as exc:  # TEMP: minimal handler until the lead's lands
+        if args.verbose:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
