@@ -69,7 +69,7 @@ def test_float_tensor_is_scaled_and_uint8_kept():
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         list(iter_frames(tmp_path / "missing.jpg"))
-    with pytest.raises(FileNotFoundError, match="holds no images"):
+    with pytest.raises(FileNotFoundError, match="no images or videos found in"):
         list(iter_frames(tmp_path))
     with pytest.raises(FileNotFoundError, match="no files match"):
         list(iter_frames(str(tmp_path / "*.jpg")))

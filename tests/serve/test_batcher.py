@@ -179,3 +179,72 @@ def test_close_serves_queued_requests_then_refuses_new_ones():
 def test_bad_settings(kwargs):
     with pytest.raises(ValueError):
         DynamicBatcher(FakeDetector(), **kwargs)
+
+
+def test_request_submitted_during_a_warmup_failure_is_failed_not_left_waiting():
+    """A submit() that passed its error check before the warm-up failed must not be stranded.
+
+    The interleaving is forced: the submit pauses between its check and its put (inside the
+    queue's ``qsize``) until the worker has either drained the queue (the old, racy order) or
+    is blocked on the submit lock (the fixed order). Before the fix the request landed after
+    the drain and waited until shutdown.
+    """
+    batcher = DynamicBatcher(FakeDetector(fail_warmup=True), max_batch=1, queue_size=4)
+    worker_moved = threading.Event()  # the worker drained the queue, or waits for the submit lock
+
+    real_lock, real_fail_pending = batcher._submit_lock, batcher._fail_pending
+
+    class ObservedLock:
+        def __enter__(self):
+            if threading.current_thread() is batcher._thread:
+                worker_moved.set()
+            return real_lock.__enter__()
+
+        def __exit__(self, *exc):
+            return real_lock.__exit__(*exc)
+
+    def fail_pending(exc):
+        real_fail_pending(exc)
+        if threading.current_thread() is batcher._thread:
+            worker_moved.set()
+
+    class PausingQueue(type(batcher._queue)):
+        armed = False
+
+        def qsize(self):
+            if self.armed:  # the submit passed its error check: let the worker fail warm-up now
+                self.armed = False
+                batcher.start()
+                assert worker_moved.wait(10), "worker neither drained the queue nor waited for the lock"
+            return super().qsize()
+
+    batcher._submit_lock, batcher._fail_pending = ObservedLock(), fail_pending
+    batcher._queue = PausingQueue()
+    batcher._queue.armed = True
+    future = batcher.submit(_image())
+    try:
+        with pytest.raises(BatcherClosed, match="warm-up"):
+            future.result(timeout=5)  # before the fix: TimeoutError (stranded until close())
+    finally:
+        batcher.close()
+
+
+def test_default_conf_is_the_one_constant_everywhere():
+    import inspect
+
+    from rtdetr.infer import Detector
+    from rtdetr.infer.benchmark import benchmark_detector
+    from rtdetr.infer.results import DEFAULT_CONF
+
+    assert DEFAULT_CONF == 0.5
+    for fn in (DynamicBatcher.submit, DynamicBatcher.detect, Detector.predict, Detector.stream,
+               Detector.predict_images, benchmark_detector):  # fmt: skip
+        assert inspect.signature(fn).parameters["conf"].default == DEFAULT_CONF, fn.__qualname__
+    # Behaviour: a request without conf gets what Detector.predict gives by default (score >= 0.5).
+    batcher = DynamicBatcher(FakeDetector(), max_batch=1, queue_size=4, warmup=False)
+    batcher.start()
+    try:
+        scores = batcher.submit(_image()).result(timeout=5).detections.scores.tolist()
+    finally:
+        batcher.close()
+    assert scores == pytest.approx([0.92, 0.71])

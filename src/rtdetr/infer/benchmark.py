@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..data.image_io import pil_to_tensor
 from .predictor import Detector, preprocess
+from .results import DEFAULT_CONF
 
 __all__ = ["LatencyStats", "time_callable", "benchmark_detector", "detector_calls", "synthetic_jpeg", "decode_jpeg"]
 
@@ -92,7 +93,7 @@ def synthetic_jpeg(width: int = 1280, height: int = 720, *, seed: int = 0, quali
 
 
 def detector_calls(
-    detector: Detector, *, batch: int = 1, conf: float = 0.5, jpeg: bytes | None = None
+    detector: Detector, *, batch: int = 1, conf: float = DEFAULT_CONF, jpeg: bytes | None = None
 ) -> dict[str, Callable[[], object]]:
     """The two timed calls: ``{"model": ..., "end_to_end": ...}`` (see the module docstring)."""
     jpeg = jpeg if jpeg is not None else synthetic_jpeg()
@@ -113,7 +114,7 @@ def benchmark_detector(
     batch: int = 1,
     runs: int = 20,
     warmup: int = 3,
-    conf: float = 0.5,
+    conf: float = DEFAULT_CONF,
     jpeg: bytes | None = None,
 ) -> dict[str, LatencyStats]:
     """Time ``detector`` in both scopes; returns ``{"model": ..., "end_to_end": ...}``."""

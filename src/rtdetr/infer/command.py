@@ -5,38 +5,73 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from pathlib import Path
 
+from ..argtypes import image_size, non_negative_int, positive_int, probability
 from ..cli_options import TRUSTED_HELP, detector_from_args, resolve_device
+from ..errors import UserError
+from .defaults import DEFAULT_CONF
 
 __all__ = ["add_predict_parser", "add_benchmark_parser"]
 
 
+def _output_folder(out: str) -> Path:
+    """``--out`` as a folder; refused when it names an existing file (it would be written over)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the annotated media and JSON results")
+    return path
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .sources import expand_path
     from .writer import PredictionWriter
 
+    # Everything the user named is checked before the model loads (seconds) or anything is written.
+    files = [f for source in args.source for f in expand_path(source)]
+    out = _output_folder(args.out)
     device = resolve_device(args.device)
     detector = detector_from_args(args)
-    source = args.source[0] if len(args.source) == 1 else args.source
+    if args.classes is not None and max(args.classes) >= detector.num_classes:
+        bad = sorted(c for c in set(args.classes) if c >= detector.num_classes)
+        raise UserError(
+            f"--classes {' '.join(map(str, bad))}: this model has classes 0..{detector.num_classes - 1}"
+        )
+    skipped: list[str] = []
+    # Default: an unreadable file is skipped (the library logs one warning line naming it and
+    # why) and counted; --strict stops at the first. All unreadable -> an error (exit 2).
+    on_error = "raise" if args.strict else (lambda path, error: skipped.append(path))
     counts: Counter[str] = Counter()
     n_images, speed_sum = 0, Counter()
     t0 = time.perf_counter()
-    with PredictionWriter(args.out, save_images=not args.no_save_images, save_json=not args.no_save_json) as writer:
+    writer = PredictionWriter(out, save_images=not args.no_save_images, save_json=not args.no_save_json)
+    # The bar is closed and log lines (skipped files) go above it, so each warning and a
+    # final error message are lines of their own, not glued to the bar's last state.
+    with writer, logging_redirect_tqdm(), tqdm(desc="predict", unit="img") as bar:
         results = detector.predict(
-            source, conf=args.conf, classes=args.classes, max_det=args.max_det, batch_size=args.batch_size,
-            stream=True, progress=True,
+            files, conf=args.conf, classes=args.classes, max_det=args.max_det, batch_size=args.batch_size,
+            stream=True, on_error=on_error,
         )  # fmt: skip
         for det in results:
             writer.add(det)
             n_images += 1
             counts.update(det.names)
             speed_sum.update(det.speed)
+            bar.update()
     elapsed = time.perf_counter() - t0
     found = ", ".join(f"{n} {name}" for name, n in counts.most_common(10)) or "nothing"
     print(f"{n_images} image(s)/frame(s) in {elapsed:.1f} s; found {found} (conf >= {args.conf})")
     if n_images:
         per = ", ".join(f"{k} {v / n_images:.1f} ms" for k, v in speed_sum.items())
         print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({args.precision})")
-    print(f"results in {args.out}/ (predictions.json, images.json" + (", annotated media)" if not args.no_save_images else ")"))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s) of {len(files)} (each named in a warning above; "
+              "--strict stops at the first)")  # fmt: skip
+    media = ", annotated media" if not args.no_save_images else ""
+    print(f"results in {out}/ (predictions.json, images.json{media})")
     return 0
 
 
@@ -46,16 +81,17 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
     p.add_argument("--weights", default=None, help="weights for a preset: registry tag (coco), file, URL or hf:ORG/NAME")
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
-    p.add_argument("--conf", type=float, default=0.5, help="minimum score (default 0.5)")
-    p.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 640)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--conf", type=probability, default=DEFAULT_CONF, help=f"minimum score 0..1 (default {DEFAULT_CONF})")
+    p.add_argument("--imgsz", type=image_size, default=None, help="input side, multiple of 32 (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--classes", type=non_negative_int, nargs="+", default=None, help="keep only these class indices")
+    p.add_argument("--max-det", type=positive_int, default=300)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--out", default="runs/predict", help="output folder")
     p.add_argument("--no-save-images", action="store_true", help="only write the JSON files")
     p.add_argument("--no-save-json", action="store_true", help="only write annotated media")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file (default: skip, warn)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. eval_idx=2")
     p.set_defaults(func=_cmd_predict)
 
@@ -84,12 +120,14 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
     p.add_argument("--weights", default=None)
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
-    p.add_argument("--imgsz", type=int, default=None)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--imgsz", type=image_size, default=None, help="a multiple of 32 (default: the model's, 640)")
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--device", default="auto")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls first (oneDNN builds kernels on the first few)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=5, help="untimed calls first (oneDNN builds kernels on the first few)"
+    )
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. eval_idx=2")
     p.set_defaults(func=_cmd_benchmark)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backend import Backend
-from .results import Detections
-from .sources import Frame, Source, iter_frames
+from .results import DEFAULT_CONF, Detections
+from .sources import Frame, OnError, Source, iter_frames
 from .torch_backend import TorchBackend
 
 __all__ = ["Detector", "preprocess"]
@@ -147,7 +147,7 @@ class Detector:
         self,
         images: list[Tensor],
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         classes: list[int] | None = None,
         max_det: int = 300,
     ) -> list[Detections]:
@@ -187,20 +187,25 @@ class Detector:
         self,
         source: Source,
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         classes: list[int] | None = None,
         max_det: int = 300,
         batch_size: int = 1,
         keep_images: bool | None = True,
         progress: bool = False,
+        on_error: OnError = "skip",
     ) -> Iterator[Detections]:
         """Like :meth:`predict`, as a generator: images are decoded and released batch by batch.
 
         ``keep_images=None`` keeps only in-memory inputs' images (files can be re-read).
+        ``on_error``: unreadable files are skipped with a warning (``"skip"``), stop the
+        stream (``"raise"``), or are passed to a callable ``(path, error)`` and skipped; see
+        :func:`~rtdetr.infer.sources.iter_frames`. Skipped files have no result: match
+        results to inputs by ``source``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        frames = iter_frames(source)
+        frames = iter_frames(source, on_error=on_error)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -222,7 +227,7 @@ class Detector:
         self,
         source: Source,
         *,
-        conf: float = 0.5,
+        conf: float = DEFAULT_CONF,
         imgsz: int | None = None,
         classes: list[int] | None = None,
         max_det: int = 300,
@@ -230,6 +235,7 @@ class Detector:
         stream: bool = False,
         keep_images: bool | None = None,
         progress: bool = False,
+        on_error: OnError = "skip",
     ) -> list[Detections] | Iterator[Detections]:
         """Detect objects in ``source``.
 
@@ -248,6 +254,8 @@ class Detector:
                 default: always when streaming; for lists only in-memory inputs' images
                 (a whole folder's pixels may not fit in memory; still images are re-read
                 by ``plot()``, video frames are not).
+            on_error: unreadable files: ``"skip"`` with a warning (default), ``"raise"``,
+                or a callable ``(path, error)`` called for each one skipped (see :meth:`stream`).
 
         Returns:
             :class:`Detections` per image, in source order.
@@ -255,11 +263,12 @@ class Detector:
         if imgsz is not None and imgsz != self.imgsz:
             return Detector(self.backend, imgsz=imgsz, class_names=self.class_names).predict(
                 source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
-                stream=stream, keep_images=keep_images, progress=progress,
+                stream=stream, keep_images=keep_images, progress=progress, on_error=on_error,
             )  # fmt: skip
         gen = self.stream(
             source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
             keep_images=True if (stream and keep_images is None) else keep_images, progress=progress,
+            on_error=on_error,
         )  # fmt: skip
         return gen if stream else list(gen)
 

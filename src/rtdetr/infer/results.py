@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .defaults import DEFAULT_CONF
 from .draw import draw_detections
 
-__all__ = ["Detections"]
+__all__ = ["Detections", "DEFAULT_CONF"]
+
 
 
 @dataclass

@@ -11,6 +11,12 @@ In-memory conventions (stated because libraries differ):
   with ``img[..., ::-1]`` first.
 * tensors are ``[3, H, W]`` or a batch ``[B, 3, H, W]``, channels first, RGB, uint8
   or float in [0, 1].
+
+Unreadable files (corrupt, truncated, not really an image, a video OpenCV cannot
+open) are skipped by default with one warning each, so one bad file does not stop
+a folder of thousands; ``on_error="raise"`` stops at the first instead. If every
+file was unreadable, nothing was predicted and the stream raises. Paths that do not
+exist, and folders or patterns that name no media, are errors either way.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -29,8 +35,13 @@ from PIL import Image
 from torch import Tensor
 
 from ..data.image_io import load_image, pil_to_tensor
+from ..data.issues import ImageReadError
+from ..errors import UserError
 
-__all__ = ["Frame", "iter_frames", "Source", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "is_video"]
+__all__ = [
+    "Frame", "iter_frames", "expand_path", "Source", "OnError", "SourceNotFoundError", "NothingReadableError",
+    "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "is_video",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,17 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 Source = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor, Iterable[Any]]
+# "skip": warn and go on; "raise": stop at the first unreadable file; a callable(path, error):
+# skip and warn, and call it too (e.g. to count the skipped files).
+OnError = Union[Literal["skip", "raise"], Callable[[str, Exception], None]]
+
+
+class SourceNotFoundError(UserError, FileNotFoundError):
+    """A source path does not exist, or a folder / pattern names no image or video files."""
+
+
+class NothingReadableError(UserError, ValueError):
+    """Every file of the source was unreadable (each was skipped), so nothing was predicted."""
 
 
 @dataclass
@@ -94,12 +116,17 @@ def _tensor_to_images(tensor: Tensor) -> list[Tensor]:
     return list(tensor.cpu())
 
 
-def _expand_path(path: str) -> list[str]:
-    """A path, folder or glob -> the media files it names, sorted."""
+def expand_path(path: str | os.PathLike) -> list[str]:
+    """A file, folder (searched recursively) or glob pattern -> the media files it names, sorted.
+
+    Raises:
+        SourceNotFoundError: the path does not exist, or names no image or video files.
+    """
+    path = os.fspath(path)
     if any(ch in path for ch in "*?[") and not os.path.exists(path):
         matches = sorted(p for p in globlib.glob(path, recursive=True) if os.path.isfile(p))
         if not matches:
-            raise FileNotFoundError(f"no files match the pattern {path!r}")
+            raise SourceNotFoundError(f"no files match the pattern {path!r}")
         return matches
     p = Path(path)
     if p.is_dir():
@@ -107,10 +134,12 @@ def _expand_path(path: str) -> list[str]:
             str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
         )
         if not files:
-            raise FileNotFoundError(f"folder {path} holds no images or videos ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SourceNotFoundError(
+                f"no images or videos found in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})"
+            )
         return files
     if not p.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise SourceNotFoundError(f"no such file or folder: {path}")
     return [str(p)]
 
 
@@ -121,7 +150,7 @@ def _iter_video(path: str) -> Iterator[tuple[Tensor, int, float]]:
         raise ImportError(f"reading video {path} needs OpenCV: pip install 'rtdetr[video]'") from exc
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        raise ValueError(f"cannot open video {path} (unsupported codec or not a video)")
+        raise ImageReadError(f"cannot open video {path} (unsupported codec or not a video)")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
     try:
         n = 0
@@ -135,17 +164,52 @@ def _iter_video(path: str) -> Iterator[tuple[Tensor, int, float]]:
     finally:
         cap.release()
     if n == 0:
-        raise ValueError(f"video {path} has no decodable frames")
+        raise ImageReadError(f"video {path} has no decodable frames")
 
 
-def _iter_items(source: Source) -> Iterator[tuple[Tensor, str | None, int | None, float | None]]:
+class _Skips:
+    """What the stream skipped: the policy, and how many files it skipped (with the first error)."""
+
+    def __init__(self, on_error: OnError):
+        if not (on_error in ("skip", "raise") or callable(on_error)):
+            raise ValueError(f"on_error must be 'skip', 'raise' or a callable(path, error), got {on_error!r}")
+        self.on_error = on_error
+        self.count = 0
+        self.first: Exception | None = None
+
+    def handle(self, path: str, error: Exception) -> None:
+        """Re-raise ``error`` (policy "raise"), or record and announce that ``path`` is skipped."""
+        if self.on_error == "raise":
+            raise error
+        self.count += 1
+        self.first = self.first or error
+        reason = " ".join(str(error).split())  # one line, whatever the decoder said
+        log.warning("skipped unreadable file: %s", reason if path in reason else f"{path}: {reason}")
+        if callable(self.on_error):
+            self.on_error(path, error)
+
+
+def _iter_file(path: str, skips: _Skips) -> Iterator[tuple[Tensor, str | None, int | None, float | None]]:
+    """The frames of one file; an unreadable file goes to ``skips`` (raised or skipped)."""
+    try:
+        if is_video(path):
+            for image, n, fps in _iter_video(path):
+                yield image, path, n, fps
+            return
+        image = load_image(path).as_subclass(Tensor)
+    except FileNotFoundError as exc:  # listed, then gone before it was read
+        skips.handle(path, ImageReadError(f"cannot read {path}: it disappeared ({exc.strerror})"))
+        return
+    except ImageReadError as exc:
+        skips.handle(path, exc)
+        return
+    yield image, path, None, None
+
+
+def _iter_items(source: Source, skips: _Skips) -> Iterator[tuple[Tensor, str | None, int | None, float | None]]:
     if isinstance(source, (str, os.PathLike)):
-        for path in _expand_path(os.fspath(source)):
-            if is_video(path):
-                for image, n, fps in _iter_video(path):
-                    yield image, path, n, fps
-            else:
-                yield load_image(path).as_subclass(Tensor), path, None, None
+        for path in expand_path(source):
+            yield from _iter_file(path, skips)
     elif isinstance(source, Image.Image):
         yield pil_to_tensor(source).as_subclass(Tensor), getattr(source, "filename", None) or None, None, None
     elif isinstance(source, np.ndarray):
@@ -157,7 +221,7 @@ def _iter_items(source: Source) -> Iterator[tuple[Tensor, str | None, int | None
         for item in source:
             if isinstance(item, (list, tuple)) and not isinstance(item, (str, bytes)):
                 raise TypeError("nested lists of sources are not supported; flatten the list")
-            yield from _iter_items(item)
+            yield from _iter_items(item, skips)
     else:
         raise TypeError(
             f"unsupported source type {type(source).__name__}: expected a path, folder, glob, video, "
@@ -165,7 +229,29 @@ def _iter_items(source: Source) -> Iterator[tuple[Tensor, str | None, int | None
         )
 
 
-def iter_frames(source: Source) -> Iterator[Frame]:
-    """Decode ``source`` lazily into :class:`Frame` objects, in order."""
-    for index, (image, path, frame, fps) in enumerate(_iter_items(source)):
+def iter_frames(source: Source, *, on_error: OnError = "skip") -> Iterator[Frame]:
+    """Decode ``source`` lazily into :class:`Frame` objects, in order.
+
+    Args:
+        source: see the module docstring.
+        on_error: what an unreadable file does: ``"skip"`` it with a logged warning naming
+            it and why (default), ``"raise"`` its :class:`~rtdetr.data.ImageReadError`, or
+            a callable ``(path, error)``: skip, warn, and call it (to count or collect them).
+
+    Raises:
+        SourceNotFoundError: a path does not exist, or a folder or pattern holds no media.
+        ImageReadError: an unreadable file, with ``on_error="raise"``; or the only file of
+            the source was unreadable.
+        NothingReadableError: several files and all of them unreadable (nothing to predict).
+    """
+    skips = _Skips(on_error)
+    index = -1
+    for index, (image, path, frame, fps) in enumerate(_iter_items(source, skips)):
         yield Frame(image=image, source=path, index=index, frame=frame, fps=fps)
+    if index < 0 and skips.count:
+        if skips.count == 1 and skips.first is not None:
+            raise skips.first  # the one file's own error says it best
+        raise NothingReadableError(
+            f"none of the {skips.count} files could be read (each is named in a warning above); "
+            f"the first: {skips.first}"
+        )

@@ -28,12 +28,14 @@ class PredictionWriter:
     * ``out/images.json``: what each ``image_id`` is (``file_name``, ``frame``, ``width``,
       ``height``) and the ``categories`` (id, name). Both written by :meth:`close`.
 
-    Use as a context manager so videos and the JSON are finalized on errors too.
+    Use as a context manager so videos and the JSON are finalized on errors too. Nothing
+    is created or replaced under ``out`` before the first image arrives: a run that fails
+    before predicting anything (bad source, every file unreadable) leaves an earlier run's
+    files as they were.
     """
 
     def __init__(self, out: str | os.PathLike, *, save_images: bool = True, save_json: bool = True) -> None:
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.save_images = save_images
         self.save_json = save_json
         self.images: list[dict[str, Any]] = []
@@ -48,7 +50,9 @@ class PredictionWriter:
     def __enter__(self) -> "PredictionWriter":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and not self.images:
+            self.save_json = False  # failed before any result: keep what ``out`` held
         self.close()
 
     def _unique(self, name: str) -> str:
@@ -69,6 +73,7 @@ class PredictionWriter:
         self.annotations.extend(det.to_coco_json(image_id))
         if not self.save_images:
             return
+        self.out.mkdir(parents=True, exist_ok=True)
         if det.frame is not None:
             self._add_video_frame(det, det.fps or 30.0)
         else:
@@ -102,6 +107,7 @@ class PredictionWriter:
         if self.save_json:
             names = self.class_names or []
             ids = self.category_ids or list(range(len(names)))
+            self.out.mkdir(parents=True, exist_ok=True)
             index = {"images": self.images, "categories": [{"id": int(i), "name": n} for i, n in zip(ids, names)]}
             for name, data in (("predictions.json", self.annotations), ("images.json", index)):
                 tmp = self.out / (name + ".tmp")

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-
-import torch
-
-from .command import configure_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure_parser(
-        argparse.ArgumentParser(prog="python -m rtdetr.serve", description="RT-DETR HTTP detection service")
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not torch.cuda.is_available():
-        torch.set_flush_denormal(True)
-    return args.func(args)
+    # Through the CLI's main, so bad input gets the same one-line error and exit code 2.
+    from ..cli import main as cli_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = [a for a in args if a in ("-v", "--verbose")]  # the CLI takes it before the command
+    return cli_main([*verbose, "serve", *(a for a in args if a not in verbose)])
 
 
 if __name__ == "__main__":

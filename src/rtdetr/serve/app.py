@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader
 from starlette.datastructures import UploadFile
 
+from ..infer.results import DEFAULT_CONF
 from .batcher import BatcherClosed, DetectorLike, DynamicBatcher, QueueFull
 from .image_bytes import ImageRejected, decode_image, encode_png, probe_image
 from .metrics import CONTENT_TYPE, ServeMetrics
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"
 DETECT_PATH = "/v1/detect"
 MAX_DET_LIMIT = 300
-DEFAULT_CONF = 0.5  # as `rtdetr predict` and Detector.predict
 _KNOWN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/v1/model", DETECT_PATH, "/openapi.json", "/docs", "/redoc")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

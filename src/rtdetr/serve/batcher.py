@@ -30,6 +30,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from ..infer.results import DEFAULT_CONF
+
 __all__ = ["DetectorLike", "DynamicBatcher", "QueueFull", "BatcherClosed", "BatchResult", "filter_detections"]
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class DetectorLike(Protocol):
     def warmup(self, batch_size: int = 1) -> None: ...
 
     def predict_images(
-        self, images: list[torch.Tensor], *, conf: float = 0.25, classes: list[int] | None = None, max_det: int = 300
+        self, images: list[torch.Tensor], *, conf: float = DEFAULT_CONF, classes: list[int] | None = None, max_det: int = 300
     ) -> list[Any]: ...
 
 
@@ -197,7 +199,7 @@ class DynamicBatcher:
 
     # ---- requests ----------------------------------------------------------------------------
     def submit(
-        self, image: torch.Tensor, *, conf: float = 0.25, classes: Sequence[int] | None = None, max_det: int = 300
+        self, image: torch.Tensor, *, conf: float = DEFAULT_CONF, classes: Sequence[int] | None = None, max_det: int = 300
     ) -> concurrent.futures.Future:
         """Queue one image; the future resolves to a :class:`BatchResult`.
 
@@ -217,7 +219,7 @@ class DynamicBatcher:
         return request.future
 
     async def detect(
-        self, image: torch.Tensor, *, conf: float = 0.25, classes: Sequence[int] | None = None, max_det: int = 300
+        self, image: torch.Tensor, *, conf: float = DEFAULT_CONF, classes: Sequence[int] | None = None, max_det: int = 300
     ) -> BatchResult:
         """:meth:`submit` for asyncio callers (cancelling the await drops the request if not yet run)."""
         return await asyncio.wrap_future(self.submit(image, conf=conf, classes=classes, max_det=max_det))
@@ -235,7 +237,11 @@ class DynamicBatcher:
                 logger.info("model warmed up in %.1f s (batch 1 and %d)", time.perf_counter() - t, self.max_batch)
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and to every request
             logger.exception("model warm-up failed; the service will answer 503")
-            self._error = exc
+            # Under the submit lock: a submit() that already passed its error check has put its
+            # request by now (the drain below fails it), and every later submit() sees the error.
+            # Set outside the lock, a request could land after the drain and wait until shutdown.
+            with self._submit_lock:
+                self._error = exc
             self._ready.set()
             self._fail_pending(BatcherClosed(f"model warm-up failed: {exc}"))
             return

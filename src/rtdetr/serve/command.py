@@ -13,6 +13,8 @@ import logging
 import os
 from typing import Any
 
+from ..argtypes import image_size, non_negative_float, port, positive_float, positive_int
+from ..errors import UserError
 from ..cli_options import TRUSTED_HELP
 
 __all__ = ["add_serve_parser", "configure_parser", "run_serve"]
@@ -27,21 +29,21 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="preset name, checkpoint file or .onnx model")
     p.add_argument("--weights", default=None, help="weights for a preset name (registry tag, file, hf:ORG/NAME)")
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
-    p.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 640)")
+    p.add_argument("--imgsz", type=image_size, default=None, help="input side, multiple of 32 (default: the model's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=8, help="most images per forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
-    p.add_argument("--queue-size", type=int, default=64, help="waiting requests before 503 + Retry-After")
+    p.add_argument("--port", type=port, default=8000, help="TCP port, 0..65535 (default 8000)")
+    p.add_argument("--max-batch", type=positive_int, default=8, help="most images per forward pass")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--queue-size", type=positive_int, default=64, help="waiting requests before 503 + Retry-After")
     p.add_argument(
-        "--workers-threads", type=int, default=None, metavar="N", help="torch intra-op threads for inference"
+        "--workers-threads", type=positive_int, default=None, metavar="N", help="torch intra-op threads for inference"
     )
     p.add_argument("--api-key", default=None, help=f"require this X-API-Key on /v1/* (default: ${API_KEY_ENV} if set)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body limit of /v1/detect")
+    p.add_argument("--max-upload-mb", type=positive_float, default=20.0, help="request body limit of /v1/detect")
     p.add_argument(
-        "--max-image-pixels", type=int, default=40_000_000, help="width x height limit, checked before decoding"
+        "--max-image-pixels", type=positive_int, default=40_000_000, help="width x height limit, checked before decode"
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.set_defaults(func=run_serve)
@@ -70,18 +72,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
         from .app import create_app
     except ImportError as exc:
-        raise SystemExit(
+        raise UserError(
             f"rtdetr serve needs the serve extra ({exc.name} is missing): pip install 'rtdetr[serve]'"
         ) from exc
     import torch
 
     from ..cli_options import detector_from_args, resolve_device
 
-    for flag, value in (("--max-batch", args.max_batch), ("--queue-size", args.queue_size)):
-        if value < 1:
-            raise SystemExit(f"{flag} must be positive, got {value}")
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"--port must be in 0..65535, got {args.port}")
+    # (flag values were checked by the parser's types, see rtdetr.argtypes)
     if args.workers_threads:
         torch.set_num_threads(args.workers_threads)
     if not resolve_device(args.device).startswith("cuda"):
