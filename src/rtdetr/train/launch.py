@@ -88,7 +88,7 @@ def build_trainer(
     # Rank 0 picks the folder and tells the others, so all ranks agree even if rank 0
     # has already created it by the time another rank would look.
     out_dir = broadcast_object(str(next_run_dir(config.out_dir, exist_ok)) if dist_info.is_main else None)
-    if Path(out_dir) != Path(config.out_dir):
+    if dist_info.is_main and Path(out_dir) != Path(config.out_dir):
         log.info("%s holds an earlier run; this run goes to %s (--exist-ok reuses the folder, --resume continues it)",
                  config.out_dir, out_dir)  # fmt: skip
     elif dist_info.is_main:
