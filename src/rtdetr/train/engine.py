@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from ..data.issues import DatasetError
 from ..data.workers import default_num_workers
 from ..nn.postprocess import PostProcessor
-from ..data.issues import DatasetError
 from .checkpoint import (
     capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state, save_checkpoint, to_plain,
 )  # fmt: skip
@@ -186,6 +186,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.best_ap = -1.0
         self.last_checkpoint: Path | None = None  # the newest complete checkpoint of this run
+        self._last_checkpoint_epoch = 0  # the epochs it holds
         self.history: list[dict[str, Any]] = []
         self.last_metrics: dict[str, Any] = {}  # full result of the latest evaluation (per-class table too)
         self.run_logger = RunLogger(self.out_dir) if self.dist.is_main else None
@@ -306,7 +307,7 @@ class Trainer:
         """
         if resume is not None:
             self.load_state(load_checkpoint(resume, map_location=self.device))
-            self.last_checkpoint = Path(resume)
+            self.last_checkpoint, self._last_checkpoint_epoch = Path(resume), self.epoch
             log.info("resumed from %s at epoch %d (step %d)", resume, self.epoch + 1, self.step)
         if self.run_logger is not None:
             self.run_logger.begin(self.epoch)
@@ -352,7 +353,7 @@ class Trainer:
         if self.last_checkpoint is None:
             return f"{where}; no checkpoint was written yet (one is saved after each epoch)"
         return (
-            f"{where}; the last checkpoint is {self.last_checkpoint} (after epoch {self.epoch}); "
+            f"{where}; the last checkpoint is {self.last_checkpoint} (after epoch {self._last_checkpoint_epoch}); "
             f"continue with: rtdetr train ... --resume {self.last_checkpoint}"
         )
 
@@ -396,6 +397,7 @@ class Trainer:
             self.best_ap = float(ap)
         state = self.state(metrics)
         self.last_checkpoint = save_checkpoint(state, self.out_dir / "last.pt")
+        self._last_checkpoint_epoch = self.epoch
         if is_best:
             save_checkpoint(state, self.out_dir / "best.pt")
 
