@@ -52,8 +52,12 @@ class RunLogger:
         """Start logging a run that continues after ``epoch`` completed epochs (0: a fresh run)."""
         kept = [r for r in self._read_jsonl() if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
         self.records = kept
-        _write_atomic(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._write_csv()
+        if self.jsonl_path.exists():
+            _write_atomic(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if kept:
+            self._write_csv()
+        else:  # a fresh run (or a reused folder): nothing of an earlier run's table stays
+            self.csv_path.unlink(missing_ok=True)
         # TensorBoard drops its own events from this step on when the writer opens.
         self._purge_step = epoch + 1 if epoch > 0 else None
         if kept:

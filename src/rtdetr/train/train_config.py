@@ -20,6 +20,8 @@ AMP_DTYPES = ("auto", "float16", "bfloat16")
 class TrainConfig:
     """One training run. Defaults are the reference COCO recipe; batch_size is per process.
 
+    Invalid values raise :class:`rtdetr.errors.UserError` naming the field and its CLI flag.
+
     Attributes:
         epochs: total epochs (72 = the paper's 6x schedule).
         stop_epoch: from this epoch on, strong augmentation and multi-scale are off
