@@ -57,7 +57,7 @@ def train_ours(
     rates = [h["images_per_s"] for h in trainer.history]  # training only, evaluation excluded
     return {
         "model": f"rtdetr {model}", "AP": m["AP"], "AP50": m["AP50"],
-        "train_img_s": sum(rates) / len(rates), "epochs": trainer.epoch, "checkpoint": str(out / "last.pt"),
+        "train_img_s": sum(rates) / len(rates), "epochs": trainer.epoch, "checkpoint": str(trainer.out_dir / "last.pt"),
     }  # fmt: skip
 
 

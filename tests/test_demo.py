@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from PIL import Image
 
 from rtdetr.demo import run_demo
@@ -21,4 +23,36 @@ def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
     assert len(pictures) == 2
     with Image.open(pictures[0]) as im:
         assert im.size == (96, 96) and im.mode == "RGB"
-    assert "run directory" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "run directory" in printed
+    # how many of the pictures show a box, and the advice when none does
+    match = re.search(r"2 validation images drawn in .*: (\d) of 2 with detections at confidence >= 0.3", printed)
+    assert match, printed
+    assert (match.group(1) == "0") == ("train longer" in printed)
+
+
+def test_demo_pictures_count_those_with_detections(tmp_path):
+    """The summary line counts pictures with boxes drawn, not just pictures written."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from rtdetr.data import generate_synthetic_dataset
+    from rtdetr.demo import DEMO_CONF, _write_predictions
+
+    data = generate_synthetic_dataset(tmp_path / "data", num_train=1, num_val=3, imgsz=64)
+    calls = {"n": 0}
+
+    def model(x):
+        # One confident query on the second image only; the others stay far below DEMO_CONF.
+        calls["n"] += 1
+        logits = torch.full((1, 5, 6), -10.0)
+        if calls["n"] == 2:
+            logits[0, 0, 1] = 10.0
+        return {"pred_logits": logits, "pred_boxes": torch.full((1, 5, 4), 0.5)}
+
+    model.eval = lambda: model
+    trainer = SimpleNamespace(eval_model=lambda: model, device=torch.device("cpu"))
+    written, with_boxes = _write_predictions(trainer, data, tmp_path / "pred", 3, 64, DEMO_CONF)
+    assert (written, with_boxes) == (3, 1)
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 3

@@ -78,10 +78,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
     """CLI flags over the preset's reference recipe (epochs, lrs, warmups, stop epoch, multi-scale)."""
+    from pathlib import Path
+
     from .config import get_config
     from .train.train_config import TrainConfig
 
     recipe = get_config(args.model).train
+    # --out, else the folder of the checkpoint given to --resume (a run continues where it was).
+    out = args.out
+    if out is None:
+        out = str(Path(args.resume).parent) if args.resume not in (None, "auto") else "runs/train"
 
     def pick(value, default):
         return default if value is None else value
@@ -94,7 +100,7 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
         ema_warmup=pick(args.ema_warmup, recipe.ema_warmup), stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
         multi_scale=recipe.multi_scale and not args.no_multi_scale, lr_schedule=args.lr_schedule, amp=args.amp,
         accumulate=args.accumulate, num_workers=args.workers, seed=args.seed, freeze_backbone=args.freeze_backbone,
-        device=args.device, out_dir=args.out, max_time_s=args.max_time, sync_bn=args.sync_bn,
+        device=args.device, out_dir=out, max_time_s=args.max_time, sync_bn=args.sync_bn,
         channels_last=not args.no_channels_last,
         compile=args.compile,
     )  # fmt: skip
@@ -103,28 +109,38 @@ def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .config import parse_overrides
     from .train.launch import build_trainer
 
-    trainer = build_trainer(
-        args.model, args.data, _train_config(args), weights=args.weights, model_overrides=parse_overrides(args.set)
-    )
+    config = _train_config(args)
     resume = None
     if args.resume:
-        resume = args.resume if args.resume != "auto" else str(trainer.out_dir / "last.pt")
+        resume = str(Path(config.out_dir) / "last.pt") if args.resume == "auto" else args.resume
+        if not Path(resume).is_file():
+            raise UserError(f"--resume: no checkpoint at {resume} (give the run's folder with --out, or the file)")
+    # Resuming continues the run in its own folder; anything else gets a fresh folder
+    # (runs/train2 ...) unless --exist-ok, so a finished run is never overwritten.
+    exist_ok = args.exist_ok or (resume is not None and Path(resume).parent.resolve() == Path(config.out_dir).resolve())
+    trainer = build_trainer(
+        args.model, args.data, config, weights=args.weights, model_overrides=parse_overrides(args.set), exist_ok=exist_ok
+    )
     history = trainer.fit(resume=resume)
-    if trainer.dist.is_main and history:
-        _print_metrics(trainer.history[-1])
+    if trainer.dist.is_main and not history:
+        print(f"nothing to train: {resume} has completed {trainer.epoch} of {config.epochs} epochs (raise --epochs)")
+    elif trainer.dist.is_main:
+        _print_metrics(trainer.last_metrics)
         print(f"checkpoints and logs: {trainer.out_dir}")
     return 0
 
 
-def _print_metrics(record: dict) -> None:
-    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100") if k in record]
-    if keys:
-        print("| " + " | ".join(keys) + " |")
-        print("|" + "---:|" * len(keys))
-        print("| " + " | ".join(f"{record[k]:.3f}" for k in keys) + " |")
+def _print_metrics(metrics: dict) -> None:
+    """The final evaluation, as ``rtdetr val`` prints it (summary, then per class)."""
+    from .eval import format_metrics_table
+
+    if metrics:
+        print(format_metrics_table(metrics))
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
@@ -196,7 +212,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="runs/train", help="run directory (checkpoints, logs, curves)")
+    p.add_argument(
+        "--out", default=None,
+        help="run directory (default runs/train; with --resume FILE, FILE's folder); "
+        "one holding a run becomes OUT2, OUT3, ... unless --exist-ok",
+    )  # fmt: skip
+    p.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
     p.add_argument("--weights", default=None, help="initialize from a checkpoint (class count may differ)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, help="resume from OUT/last.pt or a given file")

@@ -16,7 +16,7 @@ from .data import build_dataset, generate_synthetic_dataset, resolve_dataset
 from .infer.draw import draw_detections
 from .nn.postprocess import PostProcessor
 
-__all__ = ["run_demo", "DEMO_SETTINGS"]
+__all__ = ["run_demo", "DEMO_SETTINGS", "DEMO_CONF"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # (docs/recipe_sweep.md, README "Benchmarks"): 15 CPU minutes give AP50 0.57 with these
 # settings, 0.48 with batch 8, 0.09 with the strong augmentation and 2 loader workers.
 # num_workers None: loading in the training process on a small CPU.
+# Detections drawn on the demo's pictures: the confidence they need.
+DEMO_CONF = 0.3
+
 DEMO_SETTINGS = dict(
     batch_size=4, lr=4e-4, backbone_lr=4e-4, warmup_iters=30, ema_warmup=30, ema_decay=0.99,
     lr_schedule="cosine", multi_scale=False, stop_epoch=0, eval_every=10**6, num_workers=None,
@@ -67,14 +70,23 @@ def run_demo(
     (out / "metrics.md").write_text(table + "\n")
     print(table)
 
-    shown = _write_predictions(trainer, data, out / "predictions", num_shown, imgsz)
-    print(f"\nrun directory: {out}  (checkpoints in {out / 'train'}, {shown} annotated images in {out / 'predictions'})")
+    written, with_boxes = _write_predictions(trainer, data, out / "predictions", num_shown, imgsz, DEMO_CONF)
+    print(f"\nrun directory: {out}  (checkpoints in {trainer.out_dir})")
+    print(
+        f"{written} validation images drawn in {out / 'predictions'}: "
+        f"{with_boxes} of {written} with detections at confidence >= {DEMO_CONF}"
+    )
+    if written and not with_boxes:
+        print("no detection reached that confidence yet: train longer (--minutes) for boxes in the pictures")
     return 0
 
 
 @torch.no_grad()
-def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = 0.3) -> int:
-    """Annotate the first ``count`` validation images with the EMA model's detections."""
+def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = DEMO_CONF) -> tuple[int, int]:
+    """Annotate the first ``count`` validation images with the EMA model's detections.
+
+    Returns (images written, images with at least one detection at ``conf``).
+    """
     from .data import build_transforms
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -84,11 +96,13 @@ def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, 
     model = trainer.eval_model().eval()
     post = PostProcessor(raw.num_classes, num_top_queries=100, score_threshold=conf)
     device = trainer.device
+    with_boxes = 0
     for i in range(min(count, len(raw))):
         image, target = raw[i]
         x, _ = tf(image, target)
         w, h = int(target["orig_size"][0]), int(target["orig_size"][1])
         (det,) = post(model(x[None].to(device)), torch.tensor([[w, h]], device=device))
+        with_boxes += int(len(det["scores"]) > 0)
         drawn = draw_detections(image.as_subclass(torch.Tensor), det["boxes"], det["labels"], det["scores"], class_names=raw.class_names)
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(dest / f"{i:03d}.png")  # [3,H,W] -> HWC
-    return min(count, len(raw))
+    return min(count, len(raw)), with_boxes

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-__all__ = ["DatasetError", "ImageReadError", "IssueLog"]
+__all__ = ["DatasetError", "DatasetNotFoundError", "ImageReadError", "IssueLog"]
 
 _MAX_EXAMPLES = 5
 
@@ -25,6 +25,10 @@ class DatasetError(UserError, ValueError):
     def __init__(self, message: str, issues: dict[str, tuple[int, list[str]]] | None = None):
         super().__init__(message)
         self.issues: dict[str, tuple[int, list[str]]] = issues or {}
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset path, or a file its layout needs, does not exist (still a ``FileNotFoundError``)."""
 
 
 class ImageReadError(DatasetError):

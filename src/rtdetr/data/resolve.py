@@ -29,7 +29,7 @@ from typing import Any
 
 from .base import DetectionDataset, Transform
 from .coco import CocoDetection, read_coco_categories
-from .issues import DatasetError
+from .issues import DatasetError, DatasetNotFoundError
 from .yolo import YoloDetection
 
 __all__ = ["SplitSource", "DatasetSpec", "resolve_dataset", "build_dataset"]
@@ -86,7 +86,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 def _coco_spec(root: Path, splits: dict[str, SplitSource]) -> DatasetSpec:
     if not splits:
-        raise FileNotFoundError(f"no COCO annotation files (annotations/instances_<split>.json) under {root}")
+        raise DatasetNotFoundError(f"no COCO annotation files (annotations/instances_<split>.json) under {root}")
     # Categories come from one file (val first: it is the small one) and are shared by all splits,
     # so that a label means the same class in training and evaluation.
     first = splits.get("val") or next(iter(splits.values()))
@@ -97,7 +97,7 @@ def _coco_spec(root: Path, splits: dict[str, SplitSource]) -> DatasetSpec:
 def _resolve_coco_folder(root: Path) -> DatasetSpec:
     ann_dir = root / "annotations"
     if not ann_dir.is_dir():
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"{root} is not a dataset: expected annotations/instances_<split>.json (COCO) or data.yaml (YOLO)"
         )
     splits: dict[str, SplitSource] = {}
@@ -108,7 +108,7 @@ def _resolve_coco_folder(root: Path) -> DatasetSpec:
         image_dir = next((c for c in candidates if c.is_dir()), candidates[0])
         splits[split] = SplitSource((image_dir,), ann_file)
     if not splits:
-        raise FileNotFoundError(f"no annotation files matching {ann_dir}/instances_<split>.json")
+        raise DatasetNotFoundError(f"no annotation files matching {ann_dir}/instances_<split>.json")
     return _coco_spec(root, splits)
 
 
@@ -166,12 +166,13 @@ def resolve_dataset(path: str | Path) -> DatasetSpec:
     """Identify the dataset at ``path`` (see the module docstring for the accepted layouts).
 
     Raises:
-        FileNotFoundError: ``path`` or the files its layout needs do not exist.
+        DatasetNotFoundError: ``path`` or the files its layout needs do not exist (a
+            ``FileNotFoundError`` and a :class:`rtdetr.errors.UserError`).
         DatasetError: a YAML or annotation file is malformed.
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"dataset not found: {path}")
+        raise DatasetNotFoundError(f"dataset not found: {path}")
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return _resolve_yaml(path)

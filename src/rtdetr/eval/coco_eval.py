@@ -238,7 +238,8 @@ class CocoEvaluator:
             per_class.append((cid, self.class_names.get(cid, str(cid)), ap, ap50, self.num_gt.get(cid, 0)))
         metrics["per_class"] = per_class
         n_images = len(evaluator.params.imgIds)
-        logger.info("COCO bbox metrics over %d images:\n%s", n_images, format_metrics_table(metrics, per_class=False))
+        # debug: the caller shows the table (rtdetr val, the end of training) or an epoch line (training)
+        logger.debug("COCO bbox metrics over %d images:\n%s", n_images, format_metrics_table(metrics, per_class=False))
         return metrics
 
     compute = summarize

@@ -60,7 +60,7 @@ def select_topk(enc_logits: Tensor, k: int, method: QuerySelectMethod = "default
     if k > tokens and method != "one2many":
         raise ValueError(
             f"the input gives only {tokens} encoder tokens, fewer than the {k} queries to select; "
-            f"use a larger image or fewer queries (num_queries <= {tokens})"
+            f"use a larger image or fewer queries (num_queries <= {tokens}; CLI: --set num_queries={tokens})"
         )
     if method == "default":
         return torch.topk(enc_logits.max(-1).values, k, dim=-1).indices

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import random
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +50,53 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def _temp_glob(name: str) -> str:
+    return f".{name}.*.tmp"
+
+
+def remove_stale_temp_files(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Delete temp files that an interrupted :func:`save_checkpoint` left in ``directory``.
+
+    ``name`` limits the clean-up to one checkpoint's temp files (``last.pt``); None
+    removes those of every checkpoint. Only one process writes a run's checkpoints,
+    so any temp file found before it writes is left over from a killed process.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for tmp in directory.glob(_temp_glob(name or "*")):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError as e:  # someone else's file, or already gone: not worth failing a run for
+            log.debug("could not remove %s: %s", tmp, e)
+    if removed:
+        log.info("removed %d unfinished checkpoint temp file(s) in %s", len(removed), directory)
+    return removed
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temp file in the same directory, fsync, rename.
 
-    A crash mid-write leaves the previous checkpoint intact, never a truncated file.
+    A crash mid-write leaves the previous checkpoint intact, never a truncated file;
+    the temp file a killed process leaves behind is removed by the next save.
+    The file gets the usual permissions (0666 less the umask, 0644 typically).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path.parent, path.name)
+    # os.open with mode 0o666 applies the umask (tempfile.mkstemp would force 0600).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     log.debug("saved checkpoint %s", path)
     return path

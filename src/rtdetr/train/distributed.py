@@ -6,11 +6,15 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_main_process", "world_size", "all_reduce_mean", "barrier", "cleanup"]
+from ..errors import UserError
+
+__all__ = ["DistInfo", "init_distributed", "is_main_process", "world_size", "all_reduce_mean", "any_rank", "broadcast_object",
+           "barrier", "cleanup"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -74,6 +82,29 @@ def all_reduce_mean(values: dict[str, float], device: torch.device | str = "cpu"
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every process when ``flag`` is True on at least one (``flag`` itself when alone).
+
+    For decisions that must be the same everywhere, such as leaving an epoch when the
+    time budget is spent: ranks that decided on their own clocks would stop at different
+    steps, and the next collective would wait forever for the ranks still training.
+    """
+    if not dist.is_initialized():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every process (``obj`` itself when alone); picklable objects only."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def barrier() -> None:

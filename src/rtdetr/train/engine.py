@@ -13,11 +13,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from ..data.issues import DatasetError
 from ..data.workers import default_num_workers
 from ..nn.postprocess import PostProcessor
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, to_plain
+from .checkpoint import (
+    capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state, save_checkpoint, to_plain,
+)  # fmt: skip
 from .criterion import RTDETRCriterion, total_loss
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
+from .input_sizes import check_multi_scales
 from .matcher import HungarianMatcher
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
 from .run_logger import RunLogger
@@ -124,8 +128,15 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals made CPU steps ~14x slower
         self.out_dir = Path(config.out_dir)
+        _check_not_empty(train_dataset, "train")
+        if val_dataset is not None:
+            _check_not_empty(val_dataset, "val")
+        # Every size the model will see must give it enough encoder tokens for its queries:
+        # fail now, not in the middle of an epoch when a small multi-scale size comes up.
+        check_multi_scales(model, config.imgsz, getattr(collate_fn, "multi_scales", None))
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.out_dir)  # left by a process killed while saving
         torch.manual_seed(config.seed)
 
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -174,6 +185,8 @@ class Trainer:
         self.class_names, self.category_ids = class_names, category_ids
         self.epoch, self.step = 0, 0
         self.best_ap = -1.0
+        self.last_checkpoint: Path | None = None  # the newest complete checkpoint of this run
+        self._last_checkpoint_epoch = 0  # the epochs it holds
         self.history: list[dict[str, Any]] = []
         self.last_metrics: dict[str, Any] = {}  # full result of the latest evaluation (per-class table too)
         self.run_logger = RunLogger(self.out_dir) if self.dist.is_main else None
@@ -264,7 +277,9 @@ class Trainer:
             if hasattr(bar, "set_postfix"):
                 rate = seen * self.dist.world_size / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}", img_s=f"{rate:.1f}")
-            if deadline is not None and time.perf_counter() > deadline:
+            # Decided together: a rank leaving on its own clock would leave the others
+            # waiting in the next step's gradient all-reduce forever.
+            if deadline is not None and any_rank(time.perf_counter() > deadline, self.device):
                 break
         stats = {k: v / max(1, batches) for k, v in sums.items()}
         stats = all_reduce_mean(stats, self.device)
@@ -285,16 +300,37 @@ class Trainer:
         )  # fmt: skip
 
     def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
-        """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming)."""
+        """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming).
+
+        Ctrl-C (KeyboardInterrupt) is re-raised after logging which checkpoint to
+        resume from.
+        """
         if resume is not None:
             self.load_state(load_checkpoint(resume, map_location=self.device))
+            self.last_checkpoint, self._last_checkpoint_epoch = Path(resume), self.epoch
             log.info("resumed from %s at epoch %d (step %d)", resume, self.epoch + 1, self.step)
+        if self.run_logger is not None:
+            self.run_logger.begin(self.epoch)
+        finished = False
+        try:
+            self._run_epochs()
+            finished = True
+        except KeyboardInterrupt:
+            if self.dist.is_main:
+                log.warning("%s", self.interrupted_message())
+            raise
+        finally:
+            if self.run_logger is not None:
+                self.run_logger.close(plot=finished)
+        return self.history
+
+    def _run_epochs(self) -> None:
         deadline = time.perf_counter() + self.cfg.max_time_s if self.cfg.max_time_s else None
         while self.epoch < self.cfg.epochs:
             epoch = self.epoch
             self._set_epoch(epoch)
             stats = self.train_one_epoch(epoch, deadline)
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = deadline is not None and any_rank(time.perf_counter() > deadline, self.device)
             metrics = {}
             if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs or out_of_time:
                 metrics = self.evaluate()
@@ -304,14 +340,22 @@ class Trainer:
             self.history.append(record)
             if self.run_logger is not None:
                 self.run_logger.log(record)
+            if self.dist.is_main:  # one writer per run, whatever logging is set up
                 self._save(metrics)
             barrier()
             if out_of_time:
                 log.info("time budget of %.0f s spent after %d epoch(s)", self.cfg.max_time_s, self.epoch)
                 break
-        if self.run_logger is not None:
-            self.run_logger.close()
-        return self.history
+
+    def interrupted_message(self) -> str:
+        """What an interrupted run tells the user: where its last checkpoint is and how to go on."""
+        where = f"training interrupted in epoch {self.epoch + 1}"
+        if self.last_checkpoint is None:
+            return f"{where}; no checkpoint was written yet (one is saved after each epoch)"
+        return (
+            f"{where}; the last checkpoint is {self.last_checkpoint} (after epoch {self._last_checkpoint_epoch}); "
+            f"continue with: rtdetr train ... --resume {self.last_checkpoint}"
+        )
 
     # ---------------------------------------------------------- checkpoints
     def state(self, metrics: dict | None = None) -> dict[str, Any]:
@@ -345,10 +389,23 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def _save(self, metrics: dict) -> None:
-        state = self.state(metrics)
-        save_checkpoint(state, self.out_dir / "last.pt")
         ap = metrics.get("AP")
-        if isinstance(ap, (int, float)) and ap > self.best_ap:
-            self.best_ap = ap
-            state["best_ap"] = ap
+        is_best = isinstance(ap, (int, float)) and ap > self.best_ap
+        if is_best:
+            # Before writing last.pt: a run resumed from it must know this epoch's AP is the
+            # one to beat, or a worse epoch would replace best.pt.
+            self.best_ap = float(ap)
+        state = self.state(metrics)
+        self.last_checkpoint = save_checkpoint(state, self.out_dir / "last.pt")
+        self._last_checkpoint_epoch = self.epoch
+        if is_best:
             save_checkpoint(state, self.out_dir / "best.pt")
+
+
+def _check_not_empty(dataset: Dataset, split: str) -> None:
+    if len(dataset) == 0:
+        name = getattr(dataset, "name", None)
+        raise DatasetError(
+            f"the {split} split{f' ({name})' if name else ''} has no images; "
+            "check the image folder and annotation file the dataset points to"
+        )

@@ -15,8 +15,10 @@ from ..builder import build_postprocessor
 from ..loader import build_model
 from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
 from ..eval import CocoEvaluator
-from .distributed import init_distributed
+from .distributed import broadcast_object, init_distributed
 from .engine import Trainer, evaluate
+from .input_sizes import fit_multi_scales
+from .run_dir import next_run_dir
 from .train_config import TrainConfig
 
 __all__ = ["build_trainer", "epochs_for_budget", "validate", "make_evaluator_for"]
@@ -37,6 +39,7 @@ def build_trainer(
     weights: str | Path | None = None,
     model_overrides: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    exist_ok: bool = False,
 ) -> Trainer:
     """A Trainer for preset ``model_name`` on the COCO/YOLO dataset at ``data``.
 
@@ -44,8 +47,22 @@ def build_trainer(
     count differs from the dataset's, the mismatched head tensors are re-initialized.
     ``augment`` overrides knobs of the training transforms (:func:`build_transforms`
     keywords, e.g. ``zoom_out_side_range=(1.0, 2.0)``); the paper's values otherwise.
+
+    ``config.out_dir`` holding an earlier run is never overwritten: the run goes to
+    ``out_dir2``, ``out_dir3``, ... (logged; the Trainer's ``out_dir`` says where)
+    unless ``exist_ok`` (which resuming into that folder needs).
+    Multi-scale sizes too small for the model's query count are dropped (logged).
     """
     dist_info = init_distributed(config.device)
+    # Rank 0 picks the folder and tells the others, so all ranks agree even if rank 0
+    # has already created it by the time another rank would look.
+    out_dir = broadcast_object(str(next_run_dir(config.out_dir, exist_ok)) if dist_info.is_main else None)
+    if dist_info.is_main and Path(out_dir) != Path(config.out_dir):
+        log.info("%s holds an earlier run; this run goes to %s (--exist-ok reuses the folder, --resume continues it)",
+                 config.out_dir, out_dir)  # fmt: skip
+    elif dist_info.is_main:
+        log.info("run directory: %s", out_dir)
+    config = replace(config, out_dir=out_dir)
     spec = resolve_dataset(data)
     train_tf = build_transforms(True, config.imgsz, stop_epoch=config.stop_epoch, **(augment or {}))
     val_tf = build_transforms(False, config.imgsz)
@@ -60,7 +77,7 @@ def build_trainer(
             "initialized from %s (%s); re-initialized for %d classes: %s",
             weights, report.state_key or report.format, train_ds.num_classes, report.reinitialized_keys or "none",
         )  # fmt: skip
-    scales = default_multi_scales(config.imgsz) if config.multi_scale else None
+    scales = fit_multi_scales(model, config.imgsz, default_multi_scales(config.imgsz) if config.multi_scale else None)
     return Trainer(
         model,
         train_ds,
@@ -95,7 +112,7 @@ def epochs_for_budget(
         config, epochs=1, max_steps_per_epoch=probe_steps, max_time_s=None, progress=False,
         out_dir=str(Path(config.out_dir) / "probe"), eval_every=10**9,
     )  # fmt: skip
-    probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides)
+    probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides, exist_ok=True)
     n_train = len(probe.train_dataset)
     probe.train_one_epoch(0)  # warm-up: the first steps set up kernels and caches
     stats = probe.train_one_epoch(1)

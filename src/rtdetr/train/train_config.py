@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
 
 __all__ = ["TrainConfig"]
+
+# The CLI flag of each field whose flag is not just "--" + the name with dashes.
+_FLAGS = {"max_time_s": "--max-time", "num_workers": "--workers", "out_dir": "--out", "multi_scale": "--no-multi-scale"}
+LR_SCHEDULES = ("flat", "cosine")
+AMP_DTYPES = ("auto", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the reference COCO recipe; batch_size is per process.
+
+    Invalid values raise :class:`rtdetr.errors.UserError` naming the field and its CLI flag.
 
     Attributes:
         epochs: total epochs (72 = the paper's 6x schedule).
@@ -68,3 +79,45 @@ class TrainConfig:
     progress: bool = True
     channels_last: bool = True
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        def at_least(name: str, low: float, *, optional: bool = False, integer: bool = True) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            kind = int if integer else (int, float)
+            ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+            if not ok:
+                what = "an integer" if integer else "a number"
+                _bad(name, value, f"{what} >= {low:g}" + (" (or unset)" if optional else ""))
+
+        at_least("epochs", 1)
+        at_least("batch_size", 1)
+        at_least("imgsz", 32)  # the coarsest feature map has stride 32
+        at_least("accumulate", 1)
+        at_least("eval_every", 1)
+        at_least("warmup_iters", 0)
+        at_least("ema_warmup", 0)
+        at_least("seed", 0)
+        at_least("lr", 0, integer=False)
+        at_least("backbone_lr", 0, integer=False)
+        at_least("weight_decay", 0, integer=False)
+        at_least("clip_max_norm", 0, integer=False)
+        at_least("stop_epoch", 0, optional=True)
+        at_least("num_workers", 0, optional=True)
+        at_least("max_steps_per_epoch", 1, optional=True)
+        if self.max_time_s is not None:
+            at_least("max_time_s", 0, integer=False)
+            if self.max_time_s <= 0:
+                _bad("max_time_s", self.max_time_s, "a positive number of seconds")
+        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
+            _bad("ema_decay", self.ema_decay, "a number in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _bad("lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}")
+        if self.amp_dtype not in AMP_DTYPES:
+            _bad("amp_dtype", self.amp_dtype, f"one of {', '.join(AMP_DTYPES)}")
+
+
+def _bad(name: str, value: Any, expected: str) -> None:
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    raise UserError(f"training setting {name} ({flag}) must be {expected}, got {value!r}")
