@@ -44,7 +44,7 @@ _RT_INFO = "rtdetr"
 # dynamic batch size into 0 or -1 (see the module docstring).
 COMPILE_CONFIG: dict[str, object] = {"CPU_DENORMALS_OPTIMIZATION": False}
 _KEYS = ("model_name", "imgsz", "num_classes", "class_names", "category_ids", "num_top_queries",
-         "dynamic_batch", "precision", "rtdetr_version")  # fmt: skip
+         "dynamic_batch", "precision", "rtdetr_version", "quantization")  # fmt: skip
 
 
 def require_openvino():
