@@ -160,7 +160,9 @@ def feature_error(fp32: Path, int8: Path, items: list, threads: int) -> tuple[fl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="one of our training checkpoints (last.pt / best.pt)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="one of our training checkpoints (last.pt / best.pt)")
+    src.add_argument("--model", help="a preset with random weights (latency and graph checks only: AP means nothing)")
     p.add_argument("--data", required=True, help="COCO-layout dataset root (annotations/, train/, val/)")
     p.add_argument("--out", default="runs/int8_formats")
     p.add_argument("--imgsz", type=int, default=None, help="default: the checkpoint's training size")
@@ -182,8 +184,14 @@ def main() -> None:
 
     out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
-    model = model_from_checkpoint(args.checkpoint)
-    imgsz = args.imgsz or int(model.config.eval_spatial_size[0])
+    if args.checkpoint:
+        model = model_from_checkpoint(args.checkpoint)
+    else:
+        import rtdetr
+
+        gt_classes = len(json.loads((data / "annotations" / "instances_val.json").read_text())["categories"])
+        model = rtdetr.build_model(args.model, num_classes=gt_classes).eval()
+    imgsz = args.imgsz or int(model.config.eval_spatial_size[0] if model.config.eval_spatial_size else 640)
     fp32 = export_onnx(model, out / "fp32.onnx", imgsz=imgsz)
     feats = export_features(model, out / "features_fp32.onnx", imgsz)
     gt, items = val_images(data, imgsz)
@@ -216,7 +224,8 @@ def main() -> None:
 
     import onnxruntime
 
-    print(f"\n{model.config.name} @ {imgsz}, {len(items)} val images, onnxruntime {onnxruntime.__version__}, "
+    source = args.checkpoint or f"random weights of {args.model}"
+    print(f"\n{model.config.name} ({source}) @ {imgsz}, {len(items)} val images, onnxruntime {onnxruntime.__version__}, "
           f"{args.threads} thread(s), batch 1, CPU flags: {cpu_flags()}")  # fmt: skip
     print("| scheme | AP | AP50 | top-10 matched | features rel. err / cos | max pair x255 | latency ms |")
     print("|---|---|---|---|---|---|---|")
