@@ -67,6 +67,7 @@ def test_default_output_names(tmp_path):
         (["--int8", "--calib", "x", "--format", "torchscript"], "--int8 is implemented for --format onnx"),
         (["--int8", "--calib", "x", "--half"], "exclude each other"),
         (["--calib", "x"], "--calib is only used with --int8"),
+        (["--int8-full-range"], "--int8-full-range is only used with --int8"),
         (["--imgsz", "100"], "--imgsz: imgsz must be a positive multiple of 32"),
     ],
 )

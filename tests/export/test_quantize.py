@@ -8,6 +8,10 @@ its features must match fp32 closely. (On a trained model the README reports AP.
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,7 +22,8 @@ from torch import Tensor, nn
 from rtdetr.data.image_io import load_image
 from rtdetr.export import model_metadata, quantize_onnx_int8, read_onnx_metadata
 from rtdetr.export.onnx import write_onnx_metadata
-from rtdetr.export.quantize import ImageCalibrationReader, list_images, preprocess_image
+from rtdetr.export.metadata import parse_metadata
+from rtdetr.export.quantize import ImageCalibrationReader, list_images, max_weight_pair_sum, preprocess_image
 from rtdetr.infer.onnx_backend import OnnxBackend
 
 from .conftest import IMGSZ
@@ -58,7 +63,7 @@ def test_int8_static_qdq_graph_runs(cli_int8, calib_dir):
     quantized_from = [producers[q.input[0]].name for q in quant if q.input[0] in producers]
     assert not [name for name in quantized_from if name.startswith("/") and not name.startswith(scopes)]
     meta = read_onnx_metadata(out)
-    assert meta.precision == "int8" and meta == read_onnx_metadata(fp32_path).with_precision("int8")
+    assert meta.precision == "int8" and meta == read_onnx_metadata(fp32_path).with_quantization(meta.quantization)
 
     images, sizes = _calib_batch(calib_dir)
     fp32 = OnnxBackend(fp32_path, threads=1)(images, sizes)
@@ -91,28 +96,92 @@ class _Features(nn.Module):
         return self.model(images) * keep
 
 
-def test_int8_backbone_encoder_features_match_fp32(tiny_model, calib_dir, tmp_path):
+@pytest.fixture(scope="module")
+def features_onnx(tiny_model, calib_dir, tmp_path_factory) -> Path:
+    """The backbone + encoder of the tiny model as an fp32 ONNX file with rtdetr metadata."""
     import copy
 
     model = copy.deepcopy(tiny_model).deploy()
     images, sizes = _calib_batch(calib_dir)
-    path = tmp_path / "features.onnx"
+    path = tmp_path_factory.mktemp("features") / "features.onnx"
     torch.onnx.export(_Features(model), (images[:1], sizes[:1]), str(path), input_names=["images", "orig_target_sizes"],
                       output_names=["features"], opset_version=17, dynamo=False,
                       dynamic_axes={"images": {0: "b"}, "orig_target_sizes": {0: "b"}})  # fmt: skip
     proto = onnx.load(str(path))
     write_onnx_metadata(proto, model_metadata(model, imgsz=IMGSZ))
     onnx.save(proto, str(path))
-    out = quantize_onnx_int8(path, tmp_path / "features_int8.onnx", calib_dir, max_images=8)
+    return path
 
+
+def test_int8_backbone_encoder_features_match_fp32(features_onnx, calib_dir, tmp_path):
+    # The default scheme (7-bit weights): its integers are the same on every x86 CPU, so this
+    # accuracy holds on AVX2-only CPUs too (8-bit weights gave rel. 0.28 / cos 0.966 there).
+    out = quantize_onnx_int8(features_onnx, tmp_path / "features_int8.onnx", calib_dir, max_images=8)
+    assert read_onnx_metadata(out).quantization["weight_bits"] == 7
+
+    images, sizes = _calib_batch(calib_dir)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     feed = {"images": images.numpy(), "orig_target_sizes": sizes.numpy()}
-    ref = ort.InferenceSession(str(path), options).run(None, feed)[0]
+    ref = ort.InferenceSession(str(features_onnx), options).run(None, feed)[0]
     got = ort.InferenceSession(str(out), options).run(None, feed)[0]
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     cos = float((got * ref).sum() / (np.linalg.norm(got) * np.linalg.norm(ref)))
     assert 0 < rel < 0.08 and cos > 0.995, (rel, cos)
+
+
+def _int8_weights(path: Path) -> np.ndarray:
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    return np.concatenate([numpy_helper.to_array(t).ravel() for t in proto.graph.initializer
+                           if t.data_type == onnx.TensorProto.INT8 and t.dims])  # fmt: skip
+
+
+def test_default_int8_cannot_saturate_without_vnni_and_full_range_is_opt_in(features_onnx, calib_dir, tmp_path, caplog):
+    # Without VNNI, onnxruntime's U8S8 kernels add two uint8 x int8 products into a saturating int16:
+    # exact only when 255 * (|w| + |w'|) <= 32767 for the weights of a pair, i.e. |w| <= 64.
+    default = quantize_onnx_int8(features_onnx, tmp_path / "default.onnx", calib_dir, max_images=2)
+    w = _int8_weights(default)
+    assert w.min() >= -64 and w.max() <= 64 and np.abs(w).max() == 64  # 7-bit range, fully used
+    assert 255 * max_weight_pair_sum(onnx.load(str(default))) <= 32767
+    assert read_onnx_metadata(default).quantization["saturation_free_on_avx2"] is True
+
+    with caplog.at_level(logging.WARNING, logger="rtdetr.export.quantize"):
+        full = quantize_onnx_int8(features_onnx, tmp_path / "full.onnx", calib_dir, max_images=2, reduce_range=False)
+    assert np.abs(_int8_weights(full)).max() == 127
+    assert 255 * max_weight_pair_sum(onnx.load(str(full))) > 32767
+    scheme = read_onnx_metadata(full).quantization
+    assert scheme["weight_bits"] == 8 and scheme["reduce_range"] is False and scheme["saturation_free_on_avx2"] is False
+    assert "saturate" in caplog.text and "VNNI" in caplog.text
+
+
+def test_int8_metadata_records_the_scheme(cli_int8, tiny_onnx):
+    fp32_path, out, text = cli_int8
+    scheme = read_onnx_metadata(out).quantization
+    assert scheme == {
+        "format": "QDQ", "activations": "uint8", "weights": "int8", "weight_bits": 7, "reduce_range": True,
+        "per_channel": True, "calibration": "minmax", "calibration_images": 8,
+        "quantized": "backbone, encoder, decoder input projections", "onnxruntime": ort.__version__,
+        "saturation_free_on_avx2": True,
+    }  # fmt: skip
+    assert "7-bit" in text and "every x86 CPU" in text  # the CLI says which scheme it wrote
+    # What a runtime sees: the onnxruntime session's metadata map carries it as a JSON object.
+    props = OnnxBackend(out, threads=1).session.get_modelmeta().custom_metadata_map
+    assert json.loads(props["quantization"]) == scheme
+    assert read_onnx_metadata(fp32_path).quantization is None and read_onnx_metadata(tiny_onnx).quantization is None
+    # Files written before the key existed still load.
+    legacy = {k: v for k, v in read_onnx_metadata(out).to_props().items() if k != "quantization"}
+    assert parse_metadata(legacy).quantization is None
+    with pytest.raises(ValueError, match="'quantization' should be a JSON object"):
+        parse_metadata({**legacy, "quantization": "[7]"})
+
+
+def test_quantize_argument_errors(tiny_onnx, calib_dir, tmp_path):
+    with pytest.raises(ValueError, match="weight_type must be one of"):
+        quantize_onnx_int8(tiny_onnx, tmp_path / "q.onnx", calib_dir, weight_type="int4")
+    with pytest.raises(ValueError, match="quant_format must be one of"):
+        quantize_onnx_int8(tiny_onnx, tmp_path / "q.onnx", calib_dir, quant_format="qqq")
 
 
 def test_int8_rejects_non_fp32_input(tiny_onnx, calib_dir, tmp_path):

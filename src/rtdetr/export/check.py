@@ -99,11 +99,22 @@ def compare_detections(
     Each reference detection among the top ``max_detections`` of its image with
     score >= ``score_threshold`` is matched to an unused candidate detection with
     the same label and |score difference| <= ``score_atol`` (the nearest box wins).
+    The threshold selects reference detections only: candidates are searched among
+    all K outputs, whatever their score, so a score a rounding step below the
+    threshold in the candidate still matches (it cannot flip the verdict), while a
+    missing, relabelled, moved or rescored detection fails. Outputs of the wrong
+    shape (e.g. a batch of 0 images) are a failed report, not an exception.
     """
     r_lab, r_box, r_sco = (_np(t) for t in reference)
     c_lab, c_box, c_sco = (_np(t) for t in candidate)
-    if r_lab.shape[0] != c_lab.shape[0]:
-        raise ValueError(f"batch sizes differ: reference {r_lab.shape[0]}, candidate {c_lab.shape[0]}")
+    criteria = dict(box_atol=box_atol, score_atol=score_atol, score_threshold=score_threshold, max_detections=max_detections)
+    shape_error = _shape_error(r_lab, r_box, r_sco, c_lab, c_box, c_sco)
+    if shape_error:
+        # A wrong output shape is a failed export (e.g. a runtime that lost the dynamic batch), not a crash
+        # of the checker: every reference detection counts as unmatched.
+        expected = sum(min(max_detections, int((row >= score_threshold).sum())) for row in r_sco)
+        return ParityReport(name=name, compared=max(expected, 1), unmatched=max(expected, 1), max_box_diff=0.0,
+                            max_score_diff=0.0, failures=[shape_error], **criteria)  # fmt: skip
     compared = unmatched = 0
     max_box = max_score = 0.0
     failures: list[str] = []
@@ -137,9 +148,19 @@ def compare_detections(
             max_score = max(max_score, float(abs(c_sco[b, j] - r_sco[b, i])))
     return ParityReport(
         name=name, compared=compared, unmatched=unmatched, max_box_diff=max_box, max_score_diff=max_score,
-        box_atol=box_atol, score_atol=score_atol, score_threshold=score_threshold,
-        max_detections=max_detections, failures=failures,
+        failures=failures, **criteria,
     )  # fmt: skip
+
+
+def _shape_error(r_lab, r_box, r_sco, c_lab, c_box, c_sco) -> str | None:
+    """Why the candidate's (labels, boxes, scores) cannot be compared with the reference's, or None."""
+    shapes = {"labels": c_lab.shape, "boxes": c_box.shape, "scores": c_sco.shape}
+    batch = r_lab.shape[0]
+    if c_lab.ndim != 2 or c_sco.shape != c_lab.shape or c_box.shape != (*c_lab.shape, 4):
+        return f"candidate outputs have inconsistent shapes {shapes} (expected labels/scores [B, K], boxes [B, K, 4])"
+    if c_lab.shape[0] != batch:
+        return f"candidate returned {c_lab.shape[0]} images for a batch of {batch} (output shapes {shapes})"
+    return None
 
 
 @dataclass

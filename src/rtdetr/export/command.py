@@ -47,6 +47,11 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--int8", action="store_true", help="ONNX int8 static quantization (QDQ), calibrated on --calib")
     p.add_argument("--calib", default=None, help="folder of representative images for --int8")
     p.add_argument("--calib-images", type=int, default=64, help="calibration images used (default 64)")
+    p.add_argument(
+        "--int8-full-range", action="store_true",
+        help="--int8 with 8-bit instead of 7-bit weights: a little more accurate on CPUs with VNNI "
+        "(AVX512-VNNI / AVX-VNNI), wrong (saturated) results on CPUs without it; see docs/export_int8.md",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="output file (default: derived from the model name, in the current folder)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, minimum 16)")
     p.add_argument("--no-check", action="store_true", help="skip the runtime-vs-PyTorch parity check")
@@ -83,6 +88,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise SystemExit("--int8 needs --calib DIR: a folder of representative images (a few dozen)")
     if args.calib and not args.int8:
         raise SystemExit("--calib is only used with --int8")
+    if getattr(args, "int8_full_range", False) and not args.int8:
+        raise SystemExit("--int8-full-range is only used with --int8")
     if args.dynamic_batch and args.format == "torchscript":
         log.info("TorchScript exports accept any batch; --dynamic-batch is implied")
 
@@ -103,6 +110,17 @@ def _check_inputs(args: argparse.Namespace, imgsz: int):
     batch = torch.cat([preprocess_image(im, imgsz) for im in images])
     sizes = torch.tensor([[im.shape[-1], im.shape[-2]] for im in images], dtype=torch.int64)
     return batch, sizes
+
+
+def _int8_scheme_line(path: Path) -> str:
+    """One line saying which int8 scheme was written and on which CPUs it is exact."""
+    from .onnx import read_onnx_metadata
+
+    q = read_onnx_metadata(path).quantization or {}
+    where = ("exact on every x86 CPU" if q.get("saturation_free_on_avx2")
+             else "exact only on CPUs with VNNI (AVX512-VNNI / AVX-VNNI); saturates on others")  # fmt: skip
+    return (f"int8 scheme: {q.get('format')}, {q.get('activations')} activations, {q.get('weight_bits')}-bit "
+            f"{'per-channel ' if q.get('per_channel') else ''}{q.get('weights')} weights ({where})")  # fmt: skip
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -131,7 +149,9 @@ def run_export(args: argparse.Namespace) -> int:
             fp32 = out.with_name(out.stem.removesuffix("_int8") + "_fp32.onnx")
             export_onnx(model, fp32, imgsz=imgsz, dynamic_batch=args.dynamic_batch, opset=opset)
             print(f"wrote {fp32} (fp32, the quantizer's input)")
-            written = quantize_onnx_int8(fp32, out, args.calib, max_images=args.calib_images)
+            written = quantize_onnx_int8(fp32, out, args.calib, max_images=args.calib_images,
+                                         reduce_range=not args.int8_full_range)  # fmt: skip
+            print(_int8_scheme_line(written))
         else:
             written = export_onnx(model, out, imgsz=imgsz, dynamic_batch=args.dynamic_batch, half=args.half, opset=opset)
     elif args.format == "torchscript":

@@ -16,13 +16,19 @@ Keys (all values are strings):
 ``dynamic_batch``   ``"true"`` / ``"false"``
 ``precision``       ``"fp32"``, ``"fp16"`` or ``"int8"``
 ``rtdetr_version``  version of this package that exported the file
+``quantization``    JSON object describing an int8 file's scheme, ``null`` otherwise:
+                    ``format`` (``"QDQ"`` / ``"QOperator"``), ``activations`` / ``weights``
+                    (``"uint8"`` / ``"int8"``), ``weight_bits`` (7 with ``reduce_range``),
+                    ``reduce_range``, ``per_channel``, ``calibration``, ``calibration_images``,
+                    ``quantized`` (the scopes), ``onnxruntime`` (the quantizer's version) and
+                    ``saturation_free_on_avx2`` (see :mod:`rtdetr.export.quantize`)
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -43,6 +49,7 @@ class ExportMetadata:
     dynamic_batch: bool = False
     precision: str = "fp32"
     rtdetr_version: str | None = None
+    quantization: dict[str, Any] | None = None
 
     def to_props(self) -> dict[str, str]:
         """The string table the exporters write."""
@@ -56,10 +63,16 @@ class ExportMetadata:
             "dynamic_batch": "true" if self.dynamic_batch else "false",
             "precision": self.precision,
             "rtdetr_version": self.rtdetr_version or "",
+            "quantization": json.dumps(self.quantization, sort_keys=True),
         }
 
     def with_precision(self, precision: str) -> ExportMetadata:
-        return ExportMetadata(**{**self.__dict__, "precision": precision})
+        return replace(self, precision=precision)
+
+    def with_quantization(self, quantization: Mapping[str, Any] | None) -> ExportMetadata:
+        """A copy describing an int8 file (``precision="int8"``) quantized as ``quantization`` says."""
+        return replace(self, precision="int8" if quantization is not None else self.precision,
+                       quantization=dict(quantization) if quantization is not None else None)  # fmt: skip
 
 
 def _as_list(value: Any) -> list | None:
@@ -147,6 +160,14 @@ def parse_metadata(props: Mapping[str, str], *, source: str = "model") -> Export
         raise ValueError(f"{source}: metadata class_names has {len(names)} entries, num_classes is {num_classes}")
     ids = json_list("category_ids")
     top = props.get("num_top_queries")
+    quantization = None
+    if props.get("quantization"):  # files written before this key existed have none
+        try:
+            quantization = json.loads(props["quantization"])
+        except json.JSONDecodeError:
+            raise ValueError(f"{source}: metadata 'quantization' is not valid JSON: {props['quantization'][:80]!r}") from None
+        if quantization is not None and not isinstance(quantization, dict):
+            raise ValueError(f"{source}: metadata 'quantization' should be a JSON object or null")
     return ExportMetadata(
         model_name=props.get("model_name", "unknown"),
         imgsz=required_int("imgsz"),
@@ -157,4 +178,5 @@ def parse_metadata(props: Mapping[str, str], *, source: str = "model") -> Export
         dynamic_batch=props.get("dynamic_batch", "false").lower() == "true",
         precision=props.get("precision", "fp32"),
         rtdetr_version=props.get("rtdetr_version") or None,
+        quantization=quantization,
     )

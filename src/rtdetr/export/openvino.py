@@ -7,6 +7,17 @@ The metadata table of :mod:`rtdetr.export.metadata` is stored in the IR's
 compression; the CPU plugin computes in fp32, or bf16 where the CPU has it,
 unless told otherwise).
 
+Denormal flags: OpenVINO's CPU plugin on CPUs without AVX-512 (measured with 2026.4,
+AVX2 kernels selected by ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 machine) computes
+the dynamic batch dimension wrong when flush-to-zero / denormals-are-zero is on in
+the threads that run inference (``torch.set_flush_denormal(True)``, which the CLI
+and the trainer set, or OpenVINO's own ``CPU_DENORMALS_OPTIMIZATION``): a
+dynamic-batch IR returned 0 images, or failed in a Broadcast node with "Value -1
+not in range". :class:`OpenVinoRunner` therefore compiles with
+``CPU_DENORMALS_OPTIMIZATION`` off, which makes OpenVINO clear both flags in its
+threads whatever the caller set. Applications running the IR with their own
+OpenVINO code should pass the same property.
+
 Needs the optional ``openvino`` package: ``pip install 'rtdetr[openvino]'``.
 """
 
@@ -23,13 +34,17 @@ from torch import Tensor, nn
 from .metadata import ExportMetadata, parse_metadata
 from .onnx import DEFAULT_OPSET, export_onnx
 
-__all__ = ["OpenVinoRunner", "export_openvino", "onnx_to_openvino", "read_openvino_metadata", "require_openvino"]
+__all__ = ["COMPILE_CONFIG", "OpenVinoRunner", "export_openvino", "onnx_to_openvino", "read_openvino_metadata", "require_openvino"]
 
 log = logging.getLogger(__name__)
 
 _RT_INFO = "rtdetr"
+# Properties every compile_model of an rtdetr IR needs. CPU_DENORMALS_OPTIMIZATION=False makes
+# the CPU plugin clear FTZ/DAZ in its inference threads: with them set, its AVX2 kernels turn the
+# dynamic batch size into 0 or -1 (see the module docstring).
+COMPILE_CONFIG: dict[str, object] = {"CPU_DENORMALS_OPTIMIZATION": False}
 _KEYS = ("model_name", "imgsz", "num_classes", "class_names", "category_ids", "num_top_queries",
-         "dynamic_batch", "precision", "rtdetr_version")  # fmt: skip
+         "dynamic_batch", "precision", "rtdetr_version", "quantization")  # fmt: skip
 
 
 def require_openvino():
@@ -111,6 +126,7 @@ class OpenVinoRunner:
     Same tensors as :class:`rtdetr.infer.onnx_backend.OnnxBackend`. ``precision``
     ``"f32"`` (default) forces fp32 compute; ``None`` leaves OpenVINO's default,
     which is bf16 on CPUs with AVX512-BF16 / AMX (faster, not bit-comparable).
+    Compiled with :data:`COMPILE_CONFIG` (denormal flags off, see the module docstring).
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None, device: str = "CPU",
@@ -123,7 +139,7 @@ class OpenVinoRunner:
         core = ov.Core()
         ov_model = core.read_model(str(xml))
         self.metadata = read_openvino_metadata(ov_model)
-        config: dict[str, object] = {}
+        config: dict[str, object] = dict(COMPILE_CONFIG)
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         if precision is not None:

@@ -7,7 +7,22 @@ fuses the QuantizeLinear/DequantizeLinear pairs into int8 kernels (QLinearConv,
 MatMulInteger, ...), which are fast on CPUs with VNNI (AVX512-VNNI / AVX-VNNI).
 
 Recipe: uint8 activations and per-channel int8 weights (U8S8, what x86 int8
-kernels want), MinMax calibration. Quantized: the backbone, the hybrid encoder
+kernels want), MinMax calibration, and by default **7-bit weights**
+(``reduce_range``). Why 7 bits: without VNNI (AVX2-only CPUs, AVX-512 without
+VNNI) onnxruntime's U8S8 kernels multiply with ``vpmaddubsw``, which adds two
+uint8 x int8 products into a *saturating int16*. With 8-bit weights a pair can
+reach 2 * 255 * 127 = 64770 > 32767 and is clipped: on an AVX2 CPU the
+backbone + encoder features of a test model came out with 0.28 relative error
+(cosine 0.966). With weights in [-64, 64] a pair is at most 2 * 255 * 64 = 32640,
+so the same file gives the same integers on every x86 CPU. VNNI kernels
+(``vpdpbusd``, int32 accumulation) never saturate, so full 8-bit weights
+(``reduce_range=False``) are a little more accurate there, and only there;
+``docs/export_int8.md`` has the measured cost. The other saturation-free layout,
+uint8 weights (U8U8, ``weight_type="uint8"``), runs slower kernels (int16
+``vpmaddwd``) on every CPU. The scheme is recorded in the file's metadata
+(``quantization``, see :mod:`rtdetr.export.metadata`).
+
+Quantized: the backbone, the hybrid encoder
 and the decoder's input projections (nearly all of the compute). Kept float: the
 transformer decoder after its input projections (a small share of the compute
 that holds the box regression, the +inf anchors of invalid tokens and the
@@ -35,7 +50,14 @@ from torch import Tensor
 from .metadata import parse_metadata
 from .onnx import require_onnx, write_onnx_metadata
 
-__all__ = ["IMAGE_SUFFIXES", "ImageCalibrationReader", "list_images", "preprocess_image", "quantize_onnx_int8"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageCalibrationReader",
+    "list_images",
+    "max_weight_pair_sum",
+    "preprocess_image",
+    "quantize_onnx_int8",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +68,11 @@ _SCOPES_WITH_DECODER = ("/model/",)  # never the postprocess (top level: sigmoid
 # Never quantized: LayerNormalization (its 1-D scale cannot take per-channel weights) and the
 # attention Softmax of the encoder; measured on a trained model, dropping them costs no speed.
 _FLOAT_OP_TYPES = frozenset({"LayerNormalization", "Softmax"})
+# vpmaddubsw (U8S8 without VNNI) sums two uint8 x int8 products into a saturating int16.
+_INT16_MAX = 32767
+_UINT8_MAX = 255
+_WEIGHT_TYPES = ("int8", "uint8")
+_FORMATS = ("qdq", "qoperator")
 
 
 def _require_quantization():
@@ -170,6 +197,9 @@ def quantize_onnx_int8(
     quantize_decoder: bool = False,
     calibrate_method: str = "minmax",
     op_types: Sequence[str] | None = None,
+    reduce_range: bool = True,
+    weight_type: str = "int8",
+    quant_format: str = "qdq",
 ) -> Path:
     """Statically quantize an fp32 ONNX file written by :func:`rtdetr.export.export_onnx`.
 
@@ -185,9 +215,18 @@ def quantize_onnx_int8(
             (the last two keep histograms of every activation: slow and memory-hungry).
         op_types: operator types to quantize (default: every type onnxruntime quantizes
             but LayerNormalization and Softmax).
+        reduce_range: 7-bit weights (default), exact on every x86 CPU. ``False``: 8-bit
+            weights, slightly more accurate on CPUs with VNNI, but onnxruntime's kernels
+            for CPUs without VNNI saturate on them (wrong features; see the module docstring).
+        weight_type: ``"int8"`` (U8S8, default) or ``"uint8"`` (U8U8: never saturates,
+            slower kernels on every CPU).
+        quant_format: ``"qdq"`` (default; QuantizeLinear/DequantizeLinear pairs that
+            onnxruntime fuses) or ``"qoperator"`` (QLinearConv etc. written out).
 
     Returns:
-        ``dst``. Metadata is copied with ``precision`` set to ``"int8"``.
+        ``dst``. Metadata is copied with ``precision`` set to ``"int8"`` and
+        ``quantization`` describing the scheme (format, weight bits, per-channel,
+        calibration, onnxruntime version).
     """
     q = _require_quantization()
     onnx = require_onnx()
@@ -205,6 +244,10 @@ def quantize_onnx_int8(
     }
     if calibrate_method not in methods:
         raise ValueError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
+    if weight_type not in _WEIGHT_TYPES:
+        raise ValueError(f"weight_type must be one of {list(_WEIGHT_TYPES)}, got {weight_type!r}")
+    if quant_format not in _FORMATS:
+        raise ValueError(f"quant_format must be one of {list(_FORMATS)}, got {quant_format!r}")
     reader = ImageCalibrationReader(calib, meta.imgsz, max_images=max_images)
     dst.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -223,10 +266,11 @@ def quantize_onnx_int8(
                 str(pre),
                 str(dst),
                 reader,
-                quant_format=q.QuantFormat.QDQ,
+                quant_format=q.QuantFormat.QDQ if quant_format == "qdq" else q.QuantFormat.QOperator,
                 per_channel=per_channel,
+                reduce_range=reduce_range,
                 activation_type=q.QuantType.QUInt8,
-                weight_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8 if weight_type == "int8" else q.QuantType.QUInt8,
                 calibrate_method=methods[calibrate_method],
                 nodes_to_exclude=excluded,
                 op_types_to_quantize=list(op_types) if op_types is not None else _default_op_types(),
@@ -235,11 +279,58 @@ def quantize_onnx_int8(
                 extra_options={"CalibStridedMinMax": _stride(len(reader))},
             )
     proto = onnx.load(str(dst))
-    write_onnx_metadata(proto, meta.with_precision("int8"))
+    pair_max = max_weight_pair_sum(proto)
+    scheme = {
+        "format": "QDQ" if quant_format == "qdq" else "QOperator",
+        "activations": "uint8",
+        "weights": weight_type,
+        "weight_bits": 7 if reduce_range else 8,
+        "reduce_range": bool(reduce_range),
+        "per_channel": bool(per_channel),
+        "calibration": calibrate_method,
+        "calibration_images": len(reader),
+        "quantized": "network" if quantize_decoder else "backbone, encoder, decoder input projections",
+        "onnxruntime": _ort_version(),
+        # U8U8 kernels widen to int16 before multiplying; U8S8 ones are exact when no pair can overflow.
+        "saturation_free_on_avx2": weight_type == "uint8" or _UINT8_MAX * pair_max <= _INT16_MAX,
+    }
+    write_onnx_metadata(proto, meta.with_quantization(scheme))
     onnx.save(proto, str(dst))
-    n_q = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    if not scheme["saturation_free_on_avx2"]:
+        log.warning(
+            "%s has full 8-bit weights: exact with VNNI (AVX512-VNNI / AVX-VNNI) only; onnxruntime's kernels "
+            "for other x86 CPUs saturate on them (use reduce_range=True for a file that is exact everywhere)", dst,
+        )  # fmt: skip
     log.info(
-        "wrote int8 QDQ model %s (%d QuantizeLinear nodes, %.1f MB) in %.1f s",
-        dst, n_q, dst.stat().st_size / 1e6, time.perf_counter() - start,
+        "wrote int8 %s model %s (%d-bit %s weights, %.1f MB) in %.1f s",
+        scheme["format"], dst, scheme["weight_bits"], weight_type, dst.stat().st_size / 1e6, time.perf_counter() - start,
     )  # fmt: skip
     return dst
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def max_weight_pair_sum(model_proto) -> int:
+    """Largest |w| + |w'| over the int8 weight initializers of a quantized ONNX graph.
+
+    An x86 CPU without VNNI multiplies uint8 activations (<= 255) with int8 weights two
+    at a time into a saturating int16: the file is exact there when
+    ``255 * max_weight_pair_sum <= 32767``. The bound is taken over any two weights of
+    a tensor (the kernels' pairing follows their packing), so it is conservative.
+    Returns 0 when the graph has no int8 initializer.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    largest = 0
+    for init in model_proto.graph.initializer:
+        if init.data_type != TensorProto.INT8 or not init.dims:
+            continue
+        w = np.abs(numpy_helper.to_array(init).astype(np.int32)).ravel()
+        if w.size >= 2:
+            top = np.partition(w, w.size - 2)[-2:]
+            largest = max(largest, int(top.sum()))
+    return largest
