@@ -70,7 +70,7 @@ def test_bad_training_flags_are_user_errors(data, tmp_path, flags, message):
     if "--device" in flags:
         args = args[: args.index("--device")] + args[args.index("--device") + 2 :]  # the case's own --device only
     with pytest.raises(UserError, match=message):
-        main(args)
+        main(["-v", *args])  # -v: the exception itself (without it: its message and exit code 2)
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -79,4 +79,4 @@ def test_an_empty_dataset_is_a_user_error(tmp_path):
 
     empty = generate_synthetic_dataset(tmp_path / "empty", num_train=0, num_val=1, imgsz=64)
     with pytest.raises(UserError, match=r"train split \(.*instances_train.json\) has no images"):
-        main(["train", "--data", str(empty), "--out", str(tmp_path / "run"), *SMALL])
+        main(["-v", "train", "--data", str(empty), "--out", str(tmp_path / "run"), *SMALL])
