@@ -13,8 +13,9 @@ def test_epochs_scale_with_the_budget_and_never_drop_below_one(tmp_path):
     )  # fmt: skip
     kw = dict(model_overrides={"num_queries": 10, "num_denoising": 10}, probe_steps=2)
     assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 1e-3, **kw) == 1
-    # A CPU step here takes well under a second, so an hour holds thousands of 2-step epochs.
-    assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 3600, **kw) > 1000
+    # A CPU step here takes well under a second alone (thousands of 2-step epochs per hour), a
+    # few seconds on a loaded machine: the bound only has to separate "many" from the floor of 1.
+    assert epochs_for_budget("rtdetrv2_hgnetv2_n", data, cfg, 3600, **kw) > 50
     assert (tmp_path / "run" / "probe").is_dir()  # the probe's own directory, not the run's
 
 
