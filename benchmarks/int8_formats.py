@@ -104,44 +104,10 @@ def latencies_ms(paths: dict[str, Path], x: Tensor, size: Tensor, threads: int, 
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-class _BackboneEncoder(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.encoder = model.backbone, model.encoder
-
-    def forward(self, images: Tensor) -> Tensor:
-        return torch.cat([f.flatten(2) for f in self.encoder(self.backbone(images))], 2)  # [B, C, sum(h*w)]
-
-
-class _Features(nn.Module):
-    """Backbone + encoder (the quantized part) with the detector's inputs and node names (/model/backbone/...)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = _BackboneEncoder(model)
-
-    def forward(self, images: Tensor, orig_target_sizes: Tensor) -> Tensor:
-        keep = (orig_target_sizes[:, :1, None] > 0).to(images.dtype)  # uses the second input
-        return self.model(images) * keep
-
-
 def export_features(model: nn.Module, path: Path, imgsz: int) -> Path:
-    import copy
+    from rtdetr.export.features import export_features_onnx
 
-    import onnx
-
-    from rtdetr.export import model_metadata
-    from rtdetr.export.onnx import write_onnx_metadata
-
-    net = copy.deepcopy(model).eval()
-    net.deploy()
-    args = (torch.rand(1, 3, imgsz, imgsz), torch.tensor([[imgsz, imgsz]]))
-    torch.onnx.export(_Features(net), args, str(path), input_names=["images", "orig_target_sizes"],
-                      output_names=["features"], opset_version=17, dynamo=False)  # fmt: skip
-    proto = onnx.load(str(path))
-    write_onnx_metadata(proto, model_metadata(model, imgsz=imgsz))
-    onnx.save(proto, str(path))
-    return path
+    return export_features_onnx(model, path, imgsz)
 
 
 def feature_error(fp32: Path, int8: Path, items: list, threads: int) -> tuple[float, float]:

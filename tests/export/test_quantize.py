@@ -17,11 +17,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rtdetr.data.image_io import load_image
-from rtdetr.export import model_metadata, quantize_onnx_int8, read_onnx_metadata
+from rtdetr.export import quantize_onnx_int8, read_onnx_metadata
 from rtdetr.export.onnx import write_onnx_metadata
+from rtdetr.export.features import export_features_onnx
 from rtdetr.export.metadata import parse_metadata
 from rtdetr.export.quantize import ImageCalibrationReader, list_images, max_weight_pair_sum, preprocess_image
 from rtdetr.infer.onnx_backend import OnnxBackend
@@ -75,42 +76,11 @@ def test_int8_static_qdq_graph_runs(cli_int8, calib_dir):
     assert int8[2].unique().numel() > 100  # scores are not on an 8-bit grid: the postprocess stayed float
 
 
-class _BackboneEncoder(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.encoder = model.backbone, model.encoder
-
-    def forward(self, images: Tensor) -> Tensor:
-        return torch.cat([f.flatten(2) for f in self.encoder(self.backbone(images))], 2)  # [B, C, sum(h*w)]
-
-
-class _Features(nn.Module):
-    """The part quantized by default, as a graph with the detector's inputs and node names (/model/backbone/...)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = _BackboneEncoder(model)
-
-    def forward(self, images: Tensor, orig_target_sizes: Tensor) -> Tensor:
-        keep = (orig_target_sizes[:, :1, None] > 0).to(images.dtype)  # uses the second input
-        return self.model(images) * keep
-
-
 @pytest.fixture(scope="module")
 def features_onnx(tiny_model, calib_dir, tmp_path_factory) -> Path:
     """The backbone + encoder of the tiny model as an fp32 ONNX file with rtdetr metadata."""
-    import copy
-
-    model = copy.deepcopy(tiny_model).deploy()
-    images, sizes = _calib_batch(calib_dir)
     path = tmp_path_factory.mktemp("features") / "features.onnx"
-    torch.onnx.export(_Features(model), (images[:1], sizes[:1]), str(path), input_names=["images", "orig_target_sizes"],
-                      output_names=["features"], opset_version=17, dynamo=False,
-                      dynamic_axes={"images": {0: "b"}, "orig_target_sizes": {0: "b"}})  # fmt: skip
-    proto = onnx.load(str(path))
-    write_onnx_metadata(proto, model_metadata(model, imgsz=IMGSZ))
-    onnx.save(proto, str(path))
-    return path
+    return export_features_onnx(tiny_model, path, IMGSZ, dynamic_batch=True)
 
 
 def test_int8_backbone_encoder_features_match_fp32(features_onnx, calib_dir, tmp_path):
