@@ -8,6 +8,8 @@ from collections import Counter
 
 import torch
 
+from ..runtime import PRECISION_HELP, PRECISIONS
+
 __all__ = ["add_predict_parser", "add_benchmark_parser", "resolve_device", "detector_from_args"]
 
 
@@ -70,7 +72,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     p.add_argument("--max-det", type=int, default=300)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--out", default="runs/predict", help="output folder")
     p.add_argument("--no-save-images", action="store_true", help="only write the JSON files")
     p.add_argument("--no-save-json", action="store_true", help="only write annotated media")
@@ -101,7 +103,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None)
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (oneDNN builds kernels on the first few)")

@@ -13,6 +13,8 @@ import logging
 import os
 from typing import Any
 
+from ..runtime import PRECISION_HELP, PRECISIONS
+
 __all__ = ["add_serve_parser", "configure_parser", "run_serve"]
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="weights for a preset name (registry tag, file, hf:ORG/NAME)")
     p.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 640)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="most images per forward pass")

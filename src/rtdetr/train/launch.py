@@ -160,7 +160,8 @@ def validate(
     model = model.to(dist_info.device)
     post = build_postprocessor(model, category_ids=ds.category_ids).to(dist_info.device)
     evaluator = make_evaluator_for(ds)
-    if dist_info.device.type == "cpu":
-        torch.set_flush_denormal(True)
+    from ..runtime import setup_cpu_runtime
+
+    setup_cpu_runtime(dist_info.device)
     metrics = evaluate(model, loader, post, evaluator, dist_info.device, amp=amp, progress=progress)
     return metrics, evaluator
