@@ -141,11 +141,23 @@ def test_setup_cpu_runtime_flushes_denormals_and_sets_threads():
         assert _denormals_flushed() and torch.get_num_threads() == 1
         runtime.setup_cpu_runtime("cpu")  # idempotent, and leaves threads alone when not asked
         assert _denormals_flushed() and torch.get_num_threads() == 1
-        with pytest.raises(ValueError, match="threads"):
+        with pytest.raises(UserError, match="threads"):
             runtime.setup_cpu_runtime("cpu", threads=0)
     finally:
         torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
+
+
+def test_setup_cpu_runtime_keeps_freed_memory_once_and_only_for_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(runtime, "_malloc_kept", None)
+    runtime.setup_cpu_runtime("cuda", keep_memory=True)  # a GPU run keeps glibc's defaults
+    runtime.setup_cpu_runtime("cpu")
+    assert not calls
+    runtime.setup_cpu_runtime("cpu", keep_memory=True)
+    runtime.setup_cpu_runtime("cpu", keep_memory=True)
+    assert len(calls) == 1
 
 
 # --------------------------------------------------------------------------------- trainer

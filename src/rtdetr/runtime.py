@@ -57,6 +57,7 @@ PRECISION_HELP = (
     "tensor cores, else fp32 (bf16 on other CPUs is slower than fp32)"
 )
 
+
 class PrecisionError(UserError, ValueError):
     """An unknown precision / amp dtype, or one the device cannot run (fp16 on a CPU)."""
 
@@ -268,7 +269,7 @@ def setup_cpu_runtime(
     torch.set_flush_denormal(True)  # returns False where unsupported (non-x86 without FTZ); nothing to do then
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise UserError(f"threads must be >= 1, got {threads}")
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     if keep_memory and device.type == "cpu":
