@@ -63,7 +63,7 @@ def build_paths(model: torch.nn.Module, imgsz: int, workdir: Path, calib, *, thr
     if hf:
         paths["transformers eager fp32"] = Detector(_HFBackend(hf, model.config.num_classes), imgsz=imgsz)
     paths["ours eager fp32"] = Detector(TorchBackend(copy.deepcopy(model), fuse=False, channels_last=False), imgsz=imgsz)
-    paths["ours deploy fp32"] = Detector(copy.deepcopy(model), imgsz=imgsz)
+    paths["ours deploy fp32"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="fp32")
     paths["ours deploy bf16"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="bf16")
     try:
         from rtdetr.export import export_onnx, quantize_onnx_int8

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from .runtime import resolve_device
+
 if TYPE_CHECKING:
     from .infer.predictor import Detector
 
@@ -18,15 +20,6 @@ TRUSTED_HELP = (
     "allow a .pt/.pth file that holds pickled Python objects; loading such a file can run "
     "arbitrary code, so use it only for files from a source you trust"
 )
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else unchanged."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def detector_from_args(args: argparse.Namespace) -> Detector:

@@ -9,4 +9,5 @@ def detector():
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
-    return Detector.from_pretrained("rtdetrv2_hgnetv2_n", num_classes=5, imgsz=256)
+    # fp32: the tests compare it with the plain model (precision "auto" is bf16 on AMX CPUs)
+    return Detector.from_pretrained("rtdetrv2_hgnetv2_n", num_classes=5, imgsz=256, precision="fp32")

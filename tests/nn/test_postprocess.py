@@ -30,3 +30,27 @@ def test_threshold_and_category_ids():
     assert results[0]["labels"].tolist() == [30, 10]
     assert results[1]["labels"].tolist() == [40]
     assert all((r["scores"] >= 0.4).all() for r in results)
+
+
+def test_bf16_outputs_are_scaled_to_pixels_in_float32():
+    """bf16 model outputs (8 significant bits) scaled in bf16 land on a 4-8 px grid at 1080p."""
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 50, 4) * 3).to(torch.bfloat16)
+    boxes = torch.rand(2, 50, 4).mul(0.5).add(0.25).to(torch.bfloat16)  # cxcywh, the model's bf16 values
+    sizes = torch.tensor([[1920, 1080], [1280, 720]])
+    post = PostProcessor(4, num_top_queries=40)
+    labels16, boxes16, scores16 = post.forward_tensors({"pred_logits": logits, "pred_boxes": boxes}, sizes)
+    labels32, boxes32, scores32 = post.forward_tensors(
+        {"pred_logits": logits.float(), "pred_boxes": boxes.float()}, sizes
+    )  # the same values, upcast by the caller
+    assert boxes16.dtype == scores16.dtype == torch.float32
+    assert torch.equal(labels16, labels32)
+    assert (boxes16 - boxes32).abs().max() < 0.5
+    torch.testing.assert_close(scores16, scores32, atol=1e-6, rtol=0)
+
+
+def test_float64_outputs_stay_float64():
+    """The reference-parity tests run in float64: the upcast must not round them to float32."""
+    out = {k: v.double() for k, v in _outputs().items()}
+    _, boxes, scores = PostProcessor(4, num_top_queries=2).forward_tensors(out, torch.tensor([[200, 100], [10, 10]]))
+    assert boxes.dtype == scores.dtype == torch.float64

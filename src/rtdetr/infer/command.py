@@ -10,6 +10,7 @@ from pathlib import Path
 from ..argtypes import image_size, non_negative_int, positive_int, probability
 from ..cli_options import TRUSTED_HELP, detector_from_args, resolve_device
 from ..errors import UserError
+from ..runtime import PRECISION_HELP, PRECISIONS
 from .defaults import DEFAULT_CONF
 
 __all__ = ["add_predict_parser", "add_benchmark_parser"]
@@ -66,7 +67,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"{n_images} image(s)/frame(s) in {elapsed:.1f} s; found {found} (conf >= {args.conf})")
     if n_images:
         per = ", ".join(f"{k} {v / n_images:.1f} ms" for k, v in speed_sum.items())
-        print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({args.precision})")
+        print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({getattr(detector.backend, "precision", "onnx")})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s) of {len(files)} (each named in a warning above; "
               "--strict stops at the first)")  # fmt: skip
@@ -87,7 +88,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=non_negative_int, nargs="+", default=None, help="keep only these class indices")
     p.add_argument("--max-det", type=positive_int, default=300)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--out", default="runs/predict", help="output folder")
     p.add_argument("--no-save-images", action="store_true", help="only write the JSON files")
     p.add_argument("--no-save-json", action="store_true", help="only write annotated media")
@@ -106,7 +107,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     detector = detector_from_args(args)
     stats = benchmark_detector(detector, batch=args.batch, runs=args.runs, warmup=args.warmup)
-    print(f"{args.model} on {device} ({args.precision}, {torch.get_num_threads()} threads), "
+    print(f"{args.model} on {device} ({getattr(detector.backend, 'precision', 'onnx')}, {torch.get_num_threads()} threads), "
           f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs")  # fmt: skip
     print("| scope | median ms | p90 ms | images/s |\n|---|---:|---:|---:|")
     for scope, st in stats.items():
@@ -122,7 +123,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--imgsz", type=image_size, default=None, help="a multiple of 32 (default: the model's, 640)")
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument(

@@ -31,6 +31,6 @@ class EndToEndDetector(nn.Module):
 
     def forward(self, images: Tensor, orig_target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         outputs = self.model(images)
-        labels, boxes, scores = self.postprocessor.forward_tensors(outputs, orig_target_sizes)
-        # Postprocessing runs in float32 even when the model ran in reduced precision.
-        return labels, boxes.float(), scores.float()
+        # The postprocessor upcasts reduced-precision outputs itself: boxes are scaled to
+        # pixels and scores computed in float32 even when the model ran in bf16 / fp16.
+        return self.postprocessor.forward_tensors(outputs, orig_target_sizes)

@@ -9,6 +9,8 @@ from ..ops.boxes import box_cxcywh_to_xyxy
 
 __all__ = ["PostProcessor"]
 
+_HALF_TYPES = (torch.bfloat16, torch.float16)
+
 
 class PostProcessor(nn.Module):
     """sigmoid -> top-K over all (query, class) pairs -> xyxy boxes in pixels.
@@ -51,11 +53,21 @@ class PostProcessor(nn.Module):
             orig_target_sizes: [B, 2] original (width, height) of each image.
 
         Returns:
-            labels int64 [B, K], boxes [B, K, 4] xyxy pixels, scores [B, K], sorted by score.
+            labels int64 [B, K], boxes [B, K, 4] xyxy pixels, scores [B, K], sorted by
+            score; float32 for bf16 / fp16 outputs, else the outputs' dtype.
+
+        Reduced-precision outputs (a bf16 / fp16 model) are upcast first: bf16 keeps 8
+        significant bits, so pixel coordinates scaled in bf16 would land on a 4 px grid
+        above 512 px and an 8 px grid above 1024 px, and sigmoid scores would tie.
         """
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if logits.shape[-1] != self.num_classes:
             raise ValueError(f"logits have {logits.shape[-1]} classes, postprocessor expects {self.num_classes}")
+        # Upcast only half types: fp32 export graphs get no no-op casts, float64 stays float64.
+        if logits.dtype in _HALF_TYPES:
+            logits = logits.float()
+        if boxes.dtype in _HALF_TYPES:
+            boxes = boxes.float()
         boxes = box_cxcywh_to_xyxy(boxes) * orig_target_sizes.repeat(1, 2).unsqueeze(1).to(boxes.dtype)
         k = min(self.num_top_queries, logits.shape[1] * logits.shape[2])
         scores, index = torch.topk(logits.sigmoid().flatten(1), k, dim=-1)  # over Q * C pairs

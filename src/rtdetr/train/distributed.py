@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from ..runtime import resolve_device
 
 __all__ = ["DistInfo", "init_distributed", "is_main_process", "world_size", "all_reduce_mean", "any_rank", "broadcast_object",
            "barrier", "cleanup"]
@@ -41,14 +41,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
     ``device``: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
+    device = resolve_device(device)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     if env_world > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from ..data.issues import DatasetError
 from ..data.workers import default_num_workers
 from ..nn.postprocess import PostProcessor
+from ..runtime import resolve_amp_dtype, setup_cpu_runtime
 from .checkpoint import (
     capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state, save_checkpoint, to_plain,
 )  # fmt: skip
@@ -37,6 +39,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
+    """Autocast to ``dtype`` ("auto": float16 on CUDA, bfloat16 elsewhere) when ``enabled``.
+
+    A primitive: it does not ask whether the dtype pays on this machine. Runs decide
+    that once with :func:`rtdetr.runtime.resolve_amp_dtype` (the Trainer does in its
+    constructor), which turns bf16 off on CPUs without native bf16.
+    """
     if not enabled:
         return contextlib.nullcontext()
     if dtype == "auto":
@@ -122,11 +130,15 @@ class Trainer:
         category_ids: list[int] | None = None,
         dist_info: DistInfo | None = None,
     ) -> None:
-        self.cfg = config
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
-        if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # denormals made CPU steps ~14x slower
+        setup_cpu_runtime(self.device)  # flush denormals: they made CPU steps ~14x slower
+        # Decided once per run (one warning): bf16 autocast on a CPU that emulates bf16 is
+        # several times slower than float32, so such a run trains in float32 unless forced.
+        self.amp_dtype = resolve_amp_dtype(self.device, config.amp, config.amp_dtype, force=config.amp_force)
+        if config.amp and self.amp_dtype is None:
+            config = dataclasses.replace(config, amp=False)  # what runs (and what checkpoints record)
+        self.cfg = config
         self.out_dir = Path(config.out_dir)
         _check_not_empty(train_dataset, "train")
         if val_dataset is not None:
@@ -174,7 +186,7 @@ class Trainer:
             total_iters=self.steps_per_epoch * config.epochs,
             schedule=config.lr_schedule,
         )
-        use_scaler = config.amp and self.device.type == "cuda" and config.amp_dtype in ("auto", "float16")
+        use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model, decay=config.ema_decay, warmups=config.ema_warmup) if config.ema else None
         if config.compile:  # after the EMA's deep copy, which must stay eager

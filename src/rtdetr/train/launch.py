@@ -12,9 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..builder import build_postprocessor
-from ..loader import build_model
 from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
 from ..eval import CocoEvaluator
+from ..loader import build_model
+from ..runtime import resolve_amp_dtype, setup_cpu_runtime
 from .distributed import broadcast_object, init_distributed
 from .engine import Trainer, evaluate
 from .input_sizes import fit_multi_scales
@@ -146,7 +147,7 @@ def validate(
     model = model.to(dist_info.device)
     post = build_postprocessor(model, category_ids=ds.category_ids).to(dist_info.device)
     evaluator = make_evaluator_for(ds)
-    if dist_info.device.type == "cpu":
-        torch.set_flush_denormal(True)
+    setup_cpu_runtime(dist_info.device)
+    amp = resolve_amp_dtype(dist_info.device, amp) is not None  # fp32 where bf16 would be emulated
     metrics = evaluate(model, loader, post, evaluator, dist_info.device, amp=amp, progress=progress)
     return metrics, evaluator
