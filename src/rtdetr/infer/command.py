@@ -16,6 +16,11 @@ from .defaults import DEFAULT_CONF
 __all__ = ["add_predict_parser", "add_benchmark_parser"]
 
 
+def _precision(detector) -> str:
+    """What ``--precision auto`` became (ONNX models run as exported)."""
+    return getattr(detector.backend, "precision", "as exported")
+
+
 def _output_folder(out: str) -> Path:
     """``--out`` as a folder; refused when it names an existing file (it would be written over)."""
     path = Path(out)
@@ -67,7 +72,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"{n_images} image(s)/frame(s) in {elapsed:.1f} s; found {found} (conf >= {args.conf})")
     if n_images:
         per = ", ".join(f"{k} {v / n_images:.1f} ms" for k, v in speed_sum.items())
-        print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({getattr(detector.backend, "precision", "onnx")})")
+        print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({_precision(detector)})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s) of {len(files)} (each named in a warning above; "
               "--strict stops at the first)")  # fmt: skip
@@ -107,7 +112,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     detector = detector_from_args(args)
     stats = benchmark_detector(detector, batch=args.batch, runs=args.runs, warmup=args.warmup)
-    print(f"{args.model} on {device} ({getattr(detector.backend, 'precision', 'onnx')}, {torch.get_num_threads()} threads), "
+    print(f"{args.model} on {device} ({_precision(detector)}, {torch.get_num_threads()} threads), "
           f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs")  # fmt: skip
     print("| scope | median ms | p90 ms | images/s |\n|---|---:|---:|---:|")
     for scope, st in stats.items():
