@@ -51,7 +51,7 @@ def test_the_trainer_refuses_multi_scale_sizes_the_model_cannot_take(tmp_path):
 
 
 def test_nano_at_320_trains_at_the_smallest_default_multi_scale_size(tmp_path):
-    """The issue's crash: rtdetrv2_hgnetv2_n, --imgsz 320, default multi-scale and 300 queries."""
+    """The reported crash: rtdetrv2_hgnetv2_n, --imgsz 320, default multi-scale and 300 queries."""
     from rtdetr.train.launch import build_trainer
 
     data = generate_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, imgsz=64)
