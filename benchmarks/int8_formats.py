@@ -144,7 +144,7 @@ def main() -> None:
     from rtdetr.export import export_onnx, quantize_onnx_int8
     from rtdetr.export.check import detection_agreement
     from rtdetr.export.quantize import max_weight_pair_sum
-    from rtdetr.train.launch import model_from_checkpoint
+    from rtdetr.loader import model_from_checkpoint
 
     import onnx
 
