@@ -76,20 +76,15 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"rtdetr serve needs the serve extra ({exc.name} is missing): pip install 'rtdetr[serve]'"
         ) from exc
-    import torch
-
     from ..cli_options import detector_from_args, resolve_device
+    from ..runtime import setup_cpu_runtime
 
     # (flag values were checked by the parser's types, see rtdetr.argtypes)
-    if args.workers_threads:
-        torch.set_num_threads(args.workers_threads)
-    if not resolve_device(args.device).startswith("cuda"):
-        # Before any thread allocates: batched activations above glibc's mmap threshold
-        # would otherwise be page-faulted in again on every forward (10-20% per image at
-        # batch 4-8 for R18 at 640), which would cancel what dynamic batching gains.
-        from ..infer.torch_backend import keep_freed_memory
-
-        keep_freed_memory()
+    # keep_memory, before any thread allocates: batched activations above glibc's mmap
+    # threshold would otherwise be page-faulted in again on every forward (10-20% per image
+    # at batch 4-8 for R18 at 640), which would cancel what dynamic batching gains. Applied
+    # for a CPU device only.
+    setup_cpu_runtime(resolve_device(args.device), threads=args.workers_threads, keep_memory=True)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not _is_loopback(args.host) and not api_key:
         logger.warning(
