@@ -129,13 +129,14 @@ def load_model(
             raise UserError(f"weights={weights!r} is for preset names; {text} holds weights already")
         if path.suffix.lower() == ".onnx":
             raise UserError(f"{path} is an exported ONNX graph, not a PyTorch model: run it with Detector.from_pretrained")
+        state = None
         if path.is_file() and path.suffix.lower() in (".pt", ".pth"):
             from .weights.formats import torch_load
 
             state = torch_load(path, trusted=trusted)
             if isinstance(state, dict) and isinstance(state.get("config"), dict) and "model" in state:
                 return _from_training_state(state, path, num_classes=num_classes, **overrides)
-        return _from_weights(text, num_classes=num_classes, trusted=trusted, **overrides)
+        return _from_weights(text, num_classes=num_classes, trusted=trusted, loaded=state, **overrides)
     if path.suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in text:
         raise FileNotFoundError(f"model file not found: {path}")
     close = difflib.get_close_matches(text, list_models(), n=3, cutoff=0.5)
@@ -216,12 +217,15 @@ def _field_names(name: str) -> set[str]:
     return names
 
 
-def _from_weights(spec: str, *, num_classes: int | None, trusted: bool, **overrides: Any) -> RTDETR:
-    """A preset chosen from the weights themselves (recorded name, else tensor shapes)."""
+def _from_weights(spec: str, *, num_classes: int | None, trusted: bool, loaded: Any, **overrides: Any) -> RTDETR:
+    """A preset chosen from the weights themselves (recorded name, else tensor shapes).
+
+    ``loaded``: the torch file's contents when the caller has read them already.
+    """
     from .weights import read_weights
     from .weights.infer import infer_model_names
 
-    ckpt = read_weights(spec, trusted=trusted)
+    ckpt = read_weights(spec, trusted=trusted, loaded=loaded)
     name = ckpt.model_name if ckpt.model_name in list_models() else None
     if name is None:
         guesses = infer_model_names(ckpt.state_dict)

@@ -225,10 +225,16 @@ def _resolve_files(path: Path) -> tuple[Path, Path | None]:
     return path, cfg if cfg.is_file() else None
 
 
-def read_checkpoint(path: str | Path, *, map_location: Any = "cpu", trusted: bool = False) -> Checkpoint:
-    """Read any supported checkpoint layout (see the module docstring) from a file or folder."""
+def read_checkpoint(
+    path: str | Path, *, map_location: Any = "cpu", trusted: bool = False, loaded: Any = None
+) -> Checkpoint:
+    """Read any supported checkpoint layout (see the module docstring) from a file or folder.
+
+    ``loaded``: what :func:`torch_load` already returned for the torch file ``path`` (it is
+    not read again; the caller had to look inside first, e.g. for a training config).
+    """
     weights_path, config_path = _resolve_files(Path(path).expanduser())
-    obj, meta = _load_tensors(weights_path, map_location, trusted)
+    obj, meta = (loaded, {}) if loaded is not None else _load_tensors(weights_path, map_location, trusted)
     sd, state_key = find_state_dict(obj)
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}

@@ -129,16 +129,17 @@ def read_weights(
     map_location: Any = "cpu",
     progress: bool = True,
     trusted: bool = False,
+    loaded: Any = None,
 ) -> Checkpoint:
     """Resolve (download if needed) and read ``weights`` without a model.
 
     What :func:`load_weights` reads, exposed so a caller can look at the tensors first
     (e.g. take the class count from the score heads) and then pass the result to
     :func:`load_weights` without reading the file twice. ``entry`` and ``source`` on
-    the result say where it came from.
+    the result say where it came from. ``loaded``: see :func:`read_checkpoint`.
     """
     path, entry = resolve_weights(weights, model_name, progress=progress)
-    ckpt = read_checkpoint(path, map_location=map_location, trusted=trusted)
+    ckpt = read_checkpoint(path, map_location=map_location, trusted=trusted, loaded=loaded)
     ckpt.entry, ckpt.source = entry, str(weights)
     return ckpt
 
