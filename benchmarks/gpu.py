@@ -111,7 +111,7 @@ def train_rows(
 
             sec = _timeit(step, device, warmup=3, iters=steps)
             rows.append({"what": "train", "impl": f"ours {preset} {layout}", "amp": amp_name, "batch": batch, "img_s": batch / sec})
-            del model, opt
+            model = opt = None  # free the device memory before the next variant
         if hf and preset == "rtdetr_r18vd":
             from hf_reference import hf_rtdetr
 

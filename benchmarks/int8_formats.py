@@ -141,12 +141,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_flush_denormal(True)
 
+    import onnx
+
     from rtdetr.export import export_onnx, quantize_onnx_int8
     from rtdetr.export.check import detection_agreement
     from rtdetr.export.quantize import max_weight_pair_sum
     from rtdetr.loader import model_from_checkpoint
-
-    import onnx
 
     out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)

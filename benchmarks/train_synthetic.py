@@ -20,19 +20,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from torch.utils.data import DataLoader
 
 import rtdetr
 from rtdetr.data import (
-    BatchCollator, build_dataset, build_transforms, default_num_workers, generate_synthetic_dataset, resolve_dataset,
+    BatchCollator,
+    build_dataset,
+    build_transforms,
+    default_num_workers,
+    generate_synthetic_dataset,
+    resolve_dataset,
 )  # fmt: skip
 from rtdetr.demo import DEMO_SETTINGS
 from rtdetr.infer.torch_backend import KEEP_FREED_MEMORY_ENV
 from rtdetr.nn.postprocess import PostProcessor
 from rtdetr.train.launch import build_trainer, epochs_for_budget, make_evaluator_for
 from rtdetr.train.train_config import TrainConfig
-
-from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 # The demo's from-scratch CPU settings, with the warmups the recorded runs used.
 FROM_SCRATCH = {**DEMO_SETTINGS, "warmup_iters": 50, "ema_warmup": 50, "progress": False}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from torch import nn
 
 from .config import HGNetv2Config, PResNetConfig, RTDETRConfig
@@ -12,7 +11,6 @@ from .nn.encoder import HybridEncoder
 from .nn.hgnetv2 import HGNetv2
 from .nn.postprocess import PostProcessor
 from .nn.presnet import PResNet
-
 
 __all__ = ["build_detector", "build_backbone", "build_postprocessor"]
 

@@ -76,7 +76,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 
-def _train_config(args: argparse.Namespace, **extra) -> "TrainConfig":
+def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
     """CLI flags over the preset's reference recipe (epochs, lrs, warmups, stop epoch, multi-scale)."""
     from pathlib import Path
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .errors import UserError
 
@@ -55,7 +55,7 @@ class HGNetv2Config:
     return_idx: tuple[int, ...] = (1, 2, 3)
 
 
-BackboneConfig = Union[PResNetConfig, HGNetv2Config]
+BackboneConfig = PResNetConfig | HGNetv2Config
 
 
 @dataclass(frozen=True)

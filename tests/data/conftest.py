@@ -38,7 +38,7 @@ def write_coco(
     ``images``: (id, file_name, width, height); ``annotations``: dicts with at least
     image_id, category_id, bbox (ids and iscrowd are filled in when absent).
     """
-    for image_id, file_name, w, h in images:
+    for _image_id, file_name, w, h in images:
         if create_files:
             write_image(root / split / file_name, w, h)
     (root / split).mkdir(parents=True, exist_ok=True)

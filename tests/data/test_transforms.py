@@ -46,7 +46,7 @@ def test_eval_pipeline_exact():
 def test_train_pipeline_format_and_empty_images():
     torch.manual_seed(0)
     strong = build_transforms(True, 48, distort_p=1.0, zoom_out_p=1.0, iou_crop_p=1.0)
-    for i in range(30):
+    for _ in range(30):
         _check_output(*strong(*_sample()), 48)
         empty_image, empty_target = strong(*_sample(boxes=()))
         _check_output(empty_image, empty_target, 48)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtdetr.eval import SUMMARY_KEYS, CocoEvaluator, available_backends, format_metrics_table
-from rtdetr.eval import coco_eval
+from rtdetr.eval import SUMMARY_KEYS, CocoEvaluator, available_backends, coco_eval, format_metrics_table
 
 BACKENDS = available_backends()
 R = 101  # COCO recall thresholds

@@ -21,9 +21,9 @@ from torch import Tensor
 
 from rtdetr.data.image_io import load_image
 from rtdetr.export import quantize_onnx_int8, read_onnx_metadata
-from rtdetr.export.onnx import write_onnx_metadata
 from rtdetr.export.features import export_features_onnx
 from rtdetr.export.metadata import parse_metadata
+from rtdetr.export.onnx import write_onnx_metadata
 from rtdetr.export.quantize import ImageCalibrationReader, list_images, max_weight_pair_sum, preprocess_image
 from rtdetr.infer.onnx_backend import OnnxBackend
 

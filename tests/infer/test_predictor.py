@@ -163,7 +163,7 @@ def test_odd_image_files_load(detector, tmp_path):
         "rgba.png": Image.fromarray(rgb).convert("RGBA"),
         "palette.gif": Image.fromarray(rgb).convert("P"),
         "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
-        "sixteen.png": Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257)),
+        "sixteen.png": Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257),
     }
     for name, im in files.items():
         im.save(tmp_path / name)

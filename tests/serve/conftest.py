@@ -40,7 +40,7 @@ class FakeDetections:
     def names(self) -> list[str]:
         return [self.class_names[i] for i in self.labels.tolist()]
 
-    def filter(self, keep: torch.Tensor) -> "FakeDetections":
+    def filter(self, keep: torch.Tensor) -> FakeDetections:
         return FakeDetections(self.boxes[keep], self.scores[keep], self.labels[keep], self.image_size, self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +129,7 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = ""
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

@@ -10,9 +10,9 @@ from torch.utils.data import Dataset
 
 import rtdetr
 from rtdetr.train.checkpoint import load_checkpoint, save_checkpoint
-from rtdetr.weights import WeightsFormatError
 from rtdetr.train.engine import Trainer, TrainingDiverged
 from rtdetr.train.train_config import TrainConfig
+from rtdetr.weights import WeightsFormatError
 
 
 class TinyBoxes(Dataset):

@@ -14,7 +14,7 @@ from rtdetr.train.engine import Trainer
 from rtdetr.train.input_sizes import encoder_tokens, fit_multi_scales, min_image_size
 from rtdetr.train.train_config import TrainConfig
 
-from .test_engine import TinyBoxes, collate
+from .test_engine import TinyBoxes
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ in [0, 1] and ``boxes`` a float32 [N, 4] tensor, cxcywh normalized to [0, 1].
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -7,7 +7,8 @@ Boxes are normalized cxcywh, so they need no change.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -16,7 +16,8 @@ trains its last epochs on clean images); ``set_epoch`` is visible to DataLoader 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

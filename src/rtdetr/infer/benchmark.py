@@ -49,7 +49,7 @@ class LatencyStats:
         return {**asdict(self), "images_per_s": self.images_per_s}
 
     @classmethod
-    def from_times(cls, times_ms: list[float], batch: int = 1) -> "LatencyStats":
+    def from_times(cls, times_ms: list[float], batch: int = 1) -> LatencyStats:
         """Statistics of measured call times (milliseconds, any order)."""
         times = sorted(times_ms)
         p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]

@@ -118,7 +118,7 @@ class Detector:
         imgsz: int | None = None,
         trusted: bool = False,
         **overrides: Any,
-    ) -> "Detector":
+    ) -> Detector:
         """Build from a preset name, a checkpoint or weights file/folder, or an ``.onnx`` file.
 
         Args:

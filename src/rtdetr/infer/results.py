@@ -119,7 +119,7 @@ class Detections:
         Image.fromarray(array).save(path)
         return path
 
-    def filter(self, keep: Tensor) -> "Detections":
+    def filter(self, keep: Tensor) -> Detections:
         """A copy holding only the detections selected by the bool or index tensor ``keep``."""
         return Detections(
             boxes=self.boxes[keep],
@@ -137,7 +137,7 @@ class Detections:
         )
 
     @staticmethod
-    def empty(image_size: tuple[int, int]) -> "Detections":
+    def empty(image_size: tuple[int, int]) -> Detections:
         return Detections(
             boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.int64), image_size=image_size
         )

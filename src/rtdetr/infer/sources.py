@@ -24,10 +24,10 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,10 +48,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
-Source = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor, Iterable[Any]]
+Source = str | os.PathLike | Image.Image | np.ndarray | Tensor | Iterable[Any]
 # "skip": warn and go on; "raise": stop at the first unreadable file; a callable(path, error):
 # skip and warn, and call it too (e.g. to count the skipped files).
-OnError = Union[Literal["skip", "raise"], Callable[[str, Exception], None]]
+OnError = Literal["skip", "raise"] | Callable[[str, Exception], None]
 
 
 class SourceNotFoundError(UserError, FileNotFoundError):

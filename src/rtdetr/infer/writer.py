@@ -47,7 +47,7 @@ class PredictionWriter:
         self._video_source: str | None = None
         self.written: list[Path] = []
 
-    def __enter__(self) -> "PredictionWriter":
+    def __enter__(self) -> PredictionWriter:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:

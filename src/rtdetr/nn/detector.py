@@ -50,7 +50,7 @@ class RTDETR(nn.Module):
         feats = self.encoder(self.backbone(images))
         return DetectionOutput(self.decoder(feats, targets))
 
-    def compile_static_parts(self) -> "RTDETR":
+    def compile_static_parts(self) -> RTDETR:
         """``torch.compile`` the backbone and the hybrid encoder in place; returns self.
 
         Those two see fixed shapes at a fixed input size; the decoder stays eager, since
@@ -63,7 +63,7 @@ class RTDETR(nn.Module):
         self.encoder.compile()
         return self
 
-    def deploy(self, *, fold_bn: bool = True) -> "RTDETR":
+    def deploy(self, *, fold_bn: bool = True) -> RTDETR:
         """Prepare for inference in place; returns self in eval mode.
 
         Fuses re-parameterizable blocks (RepVGG: two conv+BN branches -> one conv) and,

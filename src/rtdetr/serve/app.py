@@ -17,8 +17,9 @@ import contextlib
 import hmac
 import logging
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool

@@ -14,8 +14,8 @@ import os
 from typing import Any
 
 from ..argtypes import image_size, non_negative_float, port, positive_float, positive_int
-from ..errors import UserError
 from ..cli_options import TRUSTED_HELP
+from ..errors import UserError
 from ..runtime import PRECISION_HELP, PRECISIONS
 
 __all__ = ["add_serve_parser", "configure_parser", "run_serve"]

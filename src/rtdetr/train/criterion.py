@@ -15,7 +15,8 @@ normalized; targets are one dict per image with ``labels`` int64 [N] and
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist

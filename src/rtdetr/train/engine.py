@@ -7,8 +7,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,12 @@ from ..data.workers import default_num_workers
 from ..nn.postprocess import PostProcessor
 from ..runtime import resolve_amp_dtype, setup_cpu_runtime
 from .checkpoint import (
-    capture_rng_state, load_checkpoint, remove_stale_temp_files, restore_rng_state, save_checkpoint, to_plain,
+    capture_rng_state,
+    load_checkpoint,
+    remove_stale_temp_files,
+    restore_rng_state,
+    save_checkpoint,
+    to_plain,
 )  # fmt: skip
 from .criterion import RTDETRCriterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed

@@ -7,12 +7,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..builder import build_postprocessor
-from ..data import BatchCollator, build_dataset, build_transforms, default_multi_scales, default_num_workers, resolve_dataset
+from ..data import (
+    BatchCollator,
+    build_dataset,
+    build_transforms,
+    default_multi_scales,
+    default_num_workers,
+    resolve_dataset,
+)
 from ..eval import CocoEvaluator
 from ..loader import build_model
 from ..runtime import resolve_amp_dtype, setup_cpu_runtime
