@@ -61,7 +61,10 @@ def _timeit(fn, device: torch.device, warmup: int, iters: int) -> float:
 def _targets(batch: int, device: torch.device) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     return [
-        {"labels": torch.randint(0, 80, (6,), generator=g).to(device), "boxes": (torch.rand(6, 4, generator=g) * 0.4 + 0.3).to(device)}
+        {
+            "labels": torch.randint(0, 80, (6,), generator=g).to(device),
+            "boxes": (torch.rand(6, 4, generator=g) * 0.4 + 0.3).to(device),
+        }
         for _ in range(batch)
     ]
 
@@ -74,9 +77,15 @@ TRAIN_LAYOUTS = {  # name: (label, channels_last, compiled)
 
 
 def train_rows(
-    presets: list[str], device: torch.device, imgsz: int, batch: int, steps: int, hf: bool,
-    layouts: tuple[str, ...] = ("nchw", "cl"), amps: tuple[str, ...] = ("fp16", "bf16"),
-) -> list[dict]:  # fmt: skip
+    presets: list[str],
+    device: torch.device,
+    imgsz: int,
+    batch: int,
+    steps: int,
+    hf: bool,
+    layouts: tuple[str, ...] = ("nchw", "cl"),
+    amps: tuple[str, ...] = ("fp16", "bf16"),
+) -> list[dict]:
     """Ours in the given memory formats (the trainer defaults to channels-last; "cl-compiled"
     also compiles backbone + encoder as ``TrainConfig.compile`` does) and AMP dtypes."""
     rows = []
@@ -110,7 +119,15 @@ def train_rows(
                 scaler.update()
 
             sec = _timeit(step, device, warmup=3, iters=steps)
-            rows.append({"what": "train", "impl": f"ours {preset} {layout}", "amp": amp_name, "batch": batch, "img_s": batch / sec})
+            rows.append(
+                {
+                    "what": "train",
+                    "impl": f"ours {preset} {layout}",
+                    "amp": amp_name,
+                    "batch": batch,
+                    "img_s": batch / sec,
+                }
+            )
             model = opt = None  # free the device memory before the next variant
         if hf and preset == "rtdetr_r18vd":
             from hf_reference import hf_rtdetr
@@ -130,7 +147,15 @@ def train_rows(
                     scaler.update()
 
                 sec = _timeit(hf_step, device, warmup=3, iters=steps)
-                rows.append({"what": "train", "impl": "transformers r18vd", "amp": amp_name, "batch": batch, "img_s": batch / sec})
+                rows.append(
+                    {
+                        "what": "train",
+                        "impl": "transformers r18vd",
+                        "amp": amp_name,
+                        "batch": batch,
+                        "img_s": batch / sec,
+                    }
+                )
             del hf_model, hf_opt
     return rows
 
@@ -149,7 +174,9 @@ def _graphed(fn, inputs: tuple):
     return graph.replay
 
 
-def infer_rows(presets: list[str], device: torch.device, imgsz: int, batches: list[int], iters: int, hf: bool) -> list[dict]:
+def infer_rows(
+    presets: list[str], device: torch.device, imgsz: int, batches: list[int], iters: int, hf: bool
+) -> list[dict]:
     rows = []
     dtypes = [("fp32", torch.float32), ("fp16", torch.float16)] if device.type == "cuda" else [("fp32", torch.float32)]
     for preset in presets + (["transformers r18vd"] if hf else []):
@@ -185,15 +212,28 @@ def infer_rows(presets: list[str], device: torch.device, imgsz: int, batches: li
                     for mode in ("eager", "cuda-graph") if device.type == "cuda" else ("eager",):
                         with torch.inference_mode():
                             try:
-                                run = (lambda fn=fn: fn(images, sizes)) if mode == "eager" else _graphed(fn, (images, sizes))
+                                run = (
+                                    (lambda fn=fn: fn(images, sizes))
+                                    if mode == "eager"
+                                    else _graphed(fn, (images, sizes))
+                                )
                                 sec = _timeit(run, device, warmup=5, iters=iters)
                                 err = None
                             except Exception as exc:  # a variant that cannot run is reported, not fatal
                                 sec, err = float("nan"), f"{type(exc).__name__}: {exc}"[:120]
-                        rows.append({
-                            "what": "infer", "impl": preset, "precision": prec, "batch": batch, "scope": scope,
-                            "mode": mode, "ms": sec * 1e3, "img_s": batch / sec, "error": err,
-                        })  # fmt: skip
+                        rows.append(
+                            {
+                                "what": "infer",
+                                "impl": preset,
+                                "precision": prec,
+                                "batch": batch,
+                                "scope": scope,
+                                "mode": mode,
+                                "ms": sec * 1e3,
+                                "img_s": batch / sec,
+                                "error": err,
+                            }
+                        )
             torch.cuda.empty_cache() if device.type == "cuda" else None
     return rows
 
@@ -206,14 +246,22 @@ def print_tables(rows: list[dict]) -> None:
             print(f"| {r['impl']} | {r['amp']} | {r['batch']} | {r['img_s']:.1f} |")
     infer = [r for r in rows if r["what"] == "infer"]
     if infer:
-        ref = {(r["precision"], r["batch"]): r["ms"] for r in infer if r["impl"].startswith("transformers") and r["mode"] == "eager"}
-        print("\n| inference | precision | batch | scope | mode | ms / batch | img/s | vs transformers eager (same precision, batch) |")
+        ref = {
+            (r["precision"], r["batch"]): r["ms"]
+            for r in infer
+            if r["impl"].startswith("transformers") and r["mode"] == "eager"
+        }
+        print(
+            "\n| inference | precision | batch | scope | mode | ms / batch | img/s | vs transformers eager (same precision, batch) |"
+        )
         print("|---|---|---:|---|---|---:|---:|---:|")
         for r in infer:
             base = ref.get((r["precision"], r["batch"]))
             ratio = f"{r['ms'] / base:.2f}x" if base and r["ms"] == r["ms"] else ""
             note = f" ({r['error']})" if r["error"] else ""
-            print(f"| {r['impl']} | {r['precision']} | {r['batch']} | {r['scope']} | {r['mode']} | {r['ms']:.2f} | {r['img_s']:.1f} | {ratio}{note} |")
+            print(
+                f"| {r['impl']} | {r['precision']} | {r['batch']} | {r['scope']} | {r['mode']} | {r['ms']:.2f} | {r['img_s']:.1f} | {ratio}{note} |"
+            )
 
 
 def main() -> None:
@@ -222,10 +270,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the hardware")
     p.add_argument("--no-hf", action="store_true", help="skip transformers")
     p.add_argument("--train-presets", default="rtdetr_r18vd,rtdetr_r50vd")
-    p.add_argument("--infer-presets", default="rtdetr_r18vd,rtdetr_r50vd,rtdetr_hgnetv2_l,rtdetrv2_hgnetv2_s,rtdetrv2_hgnetv2_n")
+    p.add_argument(
+        "--infer-presets", default="rtdetr_r18vd,rtdetr_r50vd,rtdetr_hgnetv2_l,rtdetrv2_hgnetv2_s,rtdetrv2_hgnetv2_n"
+    )
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--train-only", action="store_true", help="skip the inference tables")
-    p.add_argument("--layouts", default="nchw,cl", help=f"training variants of ours, comma list of {list(TRAIN_LAYOUTS)}")
+    p.add_argument(
+        "--layouts", default="nchw,cl", help=f"training variants of ours, comma list of {list(TRAIN_LAYOUTS)}"
+    )
     p.add_argument("--amps", default="fp16,bf16", help="training AMP dtypes (CUDA), comma list")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -235,8 +287,16 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     imgsz, batch, steps, batches, iters = (640, 16, 20, [1, 32], 50) if not args.quick else (128, 2, 2, [1, 2], 2)
     t0 = time.time()
-    rows = train_rows(args.train_presets.split(","), device, imgsz, batch, steps, hf=not args.no_hf,
-                      layouts=tuple(args.layouts.split(",")), amps=tuple(args.amps.split(",")))
+    rows = train_rows(
+        args.train_presets.split(","),
+        device,
+        imgsz,
+        batch,
+        steps,
+        hf=not args.no_hf,
+        layouts=tuple(args.layouts.split(",")),
+        amps=tuple(args.amps.split(",")),
+    )
     print_tables(rows)
     if not args.train_only:
         rows += infer_rows(args.infer_presets.split(","), device, imgsz, batches, iters, hf=not args.no_hf)

@@ -65,7 +65,9 @@ def val_images(data: Path, imgsz: int) -> tuple[dict, list[tuple[int, Tensor, Te
     items = []
     for img in gt["images"]:
         image = load_image(data / "val" / img["file_name"])
-        items.append((int(img["id"]), preprocess_image(image, imgsz), torch.tensor([[image.shape[-1], image.shape[-2]]])))
+        items.append(
+            (int(img["id"]), preprocess_image(image, imgsz), torch.tensor([[image.shape[-1], image.shape[-2]]]))
+        )
     return gt, items
 
 
@@ -83,8 +85,16 @@ def evaluate(path: Path, gt: dict, items: list, threads: int) -> tuple[dict, lis
         labels, boxes, scores = sess.run(None, {"images": x.numpy(), "orig_target_sizes": size.numpy()})
         outputs.append((labels, boxes, scores))
         top = np.argsort(-scores[0], kind="stable")[:100]
-        evaluator.update([{"image_id": image_id, "labels": np.asarray(ids)[labels[0, top]],
-                           "boxes": boxes[0, top], "scores": scores[0, top]}])  # fmt: skip
+        evaluator.update(
+            [
+                {
+                    "image_id": image_id,
+                    "labels": np.asarray(ids)[labels[0, top]],
+                    "boxes": boxes[0, top],
+                    "scores": scores[0, top],
+                }
+            ]
+        )
     return evaluator.summarize(), outputs
 
 
@@ -177,12 +187,19 @@ def main() -> None:
         agree = detection_agreement(stack(ref_out), stack(outs), top_k=10)
         fq = quantize_onnx_int8(feats, out / f"features_{name}.onnx", calib, max_images=args.calib_images, **kwargs)
         rel, cos = feature_error(feats, fq, items, args.threads)
-        rows.append({
-            "scheme": name, "AP": metrics["AP"], "AP50": metrics["AP50"],
-            "top10_matched": agree.matched, "top10_mean_iou": agree.mean_iou,
-            "feature_rel_err": rel, "feature_cos": cos, "max_weight_pair": max_weight_pair_sum(onnx.load(str(path))),
-            "weights": kwargs.get("weight_type", "int8"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "scheme": name,
+                "AP": metrics["AP"],
+                "AP50": metrics["AP50"],
+                "top10_matched": agree.matched,
+                "top10_mean_iou": agree.mean_iou,
+                "feature_rel_err": rel,
+                "feature_cos": cos,
+                "max_weight_pair": max_weight_pair_sum(onnx.load(str(path))),
+                "weights": kwargs.get("weight_type", "int8"),
+            }
+        )
         paths[name] = path
         print(rows[-1], flush=True)
     for row, ms in zip(rows, latencies_ms(paths, *items[0][1:], args.threads, args.runs).values()):
@@ -191,14 +208,19 @@ def main() -> None:
     import onnxruntime
 
     source = args.checkpoint or f"random weights of {args.model}"
-    print(f"\n{model.config.name} ({source}) @ {imgsz}, {len(items)} val images, onnxruntime {onnxruntime.__version__}, "
-          f"{args.threads} thread(s), batch 1, CPU flags: {cpu_flags()}")  # fmt: skip
+    print(
+        f"\n{model.config.name} ({source}) @ {imgsz}, {len(items)} val images, onnxruntime {onnxruntime.__version__}, "
+        f"{args.threads} thread(s), batch 1, CPU flags: {cpu_flags()}"
+    )
     print("| scheme | AP | AP50 | top-10 matched | features rel. err / cos | max pair x255 | latency ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        extra = ("| - | - | - " if r["scheme"] == "fp32" else
-                 f"| {100 * r['top10_matched']:.1f}% | {r['feature_rel_err']:.3f} / {r['feature_cos']:.4f} "
-                 f"| {255 * r['max_weight_pair'] if r['weights'] == 'int8' else 'n/a (U8U8)'} ")  # fmt: skip
+        extra = (
+            "| - | - | - "
+            if r["scheme"] == "fp32"
+            else f"| {100 * r['top10_matched']:.1f}% | {r['feature_rel_err']:.3f} / {r['feature_cos']:.4f} "
+            f"| {255 * r['max_weight_pair'] if r['weights'] == 'int8' else 'n/a (U8U8)'} "
+        )
         print(f"| {r['scheme']} | {r['AP']:.3f} | {r['AP50']:.3f} {extra}| {r['latency_ms']:.1f} |")
     (out / "results.json").write_text(json.dumps({"cpu_flags": cpu_flags(), "rows": rows}, indent=1))
 

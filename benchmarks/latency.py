@@ -57,12 +57,16 @@ class _HFBackend:
         return self.post.forward_tensors({"pred_logits": out.logits, "pred_boxes": out.pred_boxes}, orig_sizes)
 
 
-def build_paths(model: torch.nn.Module, imgsz: int, workdir: Path, calib, *, threads: int, hf: str | None) -> dict[str, Detector]:
+def build_paths(
+    model: torch.nn.Module, imgsz: int, workdir: Path, calib, *, threads: int, hf: str | None
+) -> dict[str, Detector]:
     """Every inference path for ``model`` (a built or trained detector), as Detectors."""
     paths: dict[str, Detector] = {}
     if hf:
         paths["transformers eager fp32"] = Detector(_HFBackend(hf, model.config.num_classes), imgsz=imgsz)
-    paths["ours eager fp32"] = Detector(TorchBackend(copy.deepcopy(model), fuse=False, channels_last=False), imgsz=imgsz)
+    paths["ours eager fp32"] = Detector(
+        TorchBackend(copy.deepcopy(model), fuse=False, channels_last=False), imgsz=imgsz
+    )
     paths["ours deploy fp32"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="fp32")
     paths["ours deploy bf16"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="bf16")
     try:
@@ -78,7 +82,9 @@ def build_paths(model: torch.nn.Module, imgsz: int, workdir: Path, calib, *, thr
     return paths
 
 
-def time_paths(paths: dict[str, Detector], *, rounds: int, per_round: int, batch: int) -> dict[str, dict[str, list[float]]]:
+def time_paths(
+    paths: dict[str, Detector], *, rounds: int, per_round: int, batch: int
+) -> dict[str, dict[str, list[float]]]:
     """Interleaved timing; returns per path and scope (``model``, ``end_to_end``) the call times in ms."""
     jpeg = synthetic_jpeg()
     calls = {name: detector_calls(det, batch=batch, jpeg=jpeg) for name, det in paths.items()}
@@ -100,16 +106,28 @@ def time_paths(paths: dict[str, Detector], *, rounds: int, per_round: int, batch
 
 def print_latency(times: dict[str, dict[str, list[float]]], batch: int, ref: str | None) -> list[dict]:
     rows = []
-    stats = {name: {scope: LatencyStats.from_times(t, batch) for scope, t in scopes.items()} for name, scopes in times.items()}
+    stats = {
+        name: {scope: LatencyStats.from_times(t, batch) for scope, t in scopes.items()}
+        for name, scopes in times.items()
+    }
     ref_ms = stats[ref]["model"].median_ms if ref in stats else None
     print("\n| path | model median ms | p90 | vs transformers | end-to-end median ms | p90 | images/s (e2e) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, st in stats.items():
         m, e = st["model"], st["end_to_end"]
         ratio = f"{m.median_ms / ref_ms:.2f}x" if ref_ms else "-"
-        print(f"| {name} | {m.median_ms:.1f} | {m.p90_ms:.1f} | {ratio} | {e.median_ms:.1f} | {e.p90_ms:.1f} | {e.images_per_s:.2f} |")
-        rows.append({"path": name, "model_ms": m.median_ms, "model_p90": m.p90_ms, "e2e_ms": e.median_ms,
-                     "ratio": m.median_ms / ref_ms if ref_ms else None})  # fmt: skip
+        print(
+            f"| {name} | {m.median_ms:.1f} | {m.p90_ms:.1f} | {ratio} | {e.median_ms:.1f} | {e.p90_ms:.1f} | {e.images_per_s:.2f} |"
+        )
+        rows.append(
+            {
+                "path": name,
+                "model_ms": m.median_ms,
+                "model_p90": m.p90_ms,
+                "e2e_ms": e.median_ms,
+                "ratio": m.median_ms / ref_ms if ref_ms else None,
+            }
+        )
     return rows
 
 
@@ -145,7 +163,10 @@ def accuracy(paths: dict[str, Detector], data: Path) -> dict[str, float]:
         if name.startswith("transformers"):
             continue
         results = []
-        for im, r in zip(images, det.predict([str(img_dir / im["file_name"]) for im in images], conf=0.001, stream=True, keep_images=False)):
+        for im, r in zip(
+            images,
+            det.predict([str(img_dir / im["file_name"]) for im in images], conf=0.001, stream=True, keep_images=False),
+        ):
             results.extend(r.to_coco_json(im["id"]))
         ev = COCOeval_faster(gt, gt.loadRes(results) if results else COCO(), "bbox", print_function=lambda *a: None)
         ev.evaluate()
@@ -184,16 +205,19 @@ def main() -> None:
     if calib_dir is None or not calib_dir.is_dir():
         from rtdetr.data import generate_synthetic_dataset
 
-        calib_dir = Path(generate_synthetic_dataset(work / "calib", num_train=32, num_val=1, imgsz=args.imgsz)) / "train"
+        calib_dir = (
+            Path(generate_synthetic_dataset(work / "calib", num_train=32, num_val=1, imgsz=args.imgsz)) / "train"
+        )
     report: dict = {"threads": threads}
     torch.manual_seed(0)
     model = rtdetr.build_model(args.preset).eval()
     paths = build_paths(model, args.imgsz, work, calib_dir, threads=threads, hf=None if args.no_hf else args.preset)
     print(f"\n{args.preset} @ {args.imgsz}, batch {args.batch}, random weights")
     report["latency"] = print_latency(
-        time_paths(paths, rounds=args.rounds, per_round=args.per_round, batch=args.batch), args.batch,
+        time_paths(paths, rounds=args.rounds, per_round=args.per_round, batch=args.batch),
+        args.batch,
         None if args.no_hf else "transformers eager fp32",
-    )  # fmt: skip
+    )
     del paths
     if not args.no_eval_idx:
         report["eval_idx"] = eval_idx_tradeoff(args.preset, args.imgsz, runs=args.rounds * args.per_round)

@@ -139,12 +139,18 @@ def yolo_nms_grid(
     for s in settings:
         f, m = _per_image_median(filt_t[s]), _per_image_median(nms_t[s])
         total = [a + b for a, b in zip(f, m)]
-        rows.append({
-            "conf": s[0], "iou": s[1],
-            "boxes_in": statistics.fmean(cands[s]), "boxes_kept": statistics.fmean(kept[s]),
-            "filter": summarize_ms(f), "nms": summarize_ms(m), "total": summarize_ms(total),
-            **coco_ap(dataset, images, dets[s]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "conf": s[0],
+                "iou": s[1],
+                "boxes_in": statistics.fmean(cands[s]),
+                "boxes_kept": statistics.fmean(kept[s]),
+                "filter": summarize_ms(f),
+                "nms": summarize_ms(m),
+                "total": summarize_ms(total),
+                **coco_ap(dataset, images, dets[s]),
+            }
+        )
     return rows
 
 
@@ -178,12 +184,15 @@ def ours_threshold_sweep(
                     if rep == 0:
                         dets[thr][k] = out
         for thr in thresholds:
-            rows.append({
-                "model": runner.name, "score_threshold": thr,
-                "boxes_kept": statistics.fmean(int(d["scores"].numel()) for d in dets[thr]),
-                "post": summarize_ms(_per_image_median(times[thr])),
-                **coco_ap(dataset, images, dets[thr]),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": runner.name,
+                    "score_threshold": thr,
+                    "boxes_kept": statistics.fmean(int(d["scores"].numel()) for d in dets[thr]),
+                    "post": summarize_ms(_per_image_median(times[thr])),
+                    **coco_ap(dataset, images, dets[thr]),
+                }
+            )
     return rows
 
 

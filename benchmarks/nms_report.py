@@ -40,20 +40,30 @@ def markdown_tables(res: dict[str, Any]) -> str:
         "",
     ]
     if res.get("training"):
-        lines += ["## Training (from scratch, same wall-clock budget)", "",
-                  "| model | budget (min) | epochs | AP at the end of training |", "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "## Training (from scratch, same wall-clock budget)",
+            "",
+            "| model | budget (min) | epochs | AP at the end of training |",
+            "|---|---:|---:|---:|",
+        ]
         for t in res["training"]:
             lines.append(f"| {t['model']} | {t['budget_min']:g} | {_f(t.get('epochs'), '.1f')} | {_f(t.get('AP'))} |")
         lines.append("")
 
     counts = res["box_counts"]
     thr = counts["table_thresholds"]
-    lines += ["## (a) Boxes per image above the confidence threshold", "",
-              ("Mean over the validation images. YOLO pairs: (anchor, class) pairs above the threshold, "
-               "the boxes that enter multi-label NMS; anchors: anchors whose best class is above it. "
-               "RT-DETR: (query, class) pairs of its output (the top-K postprocessor needs no NMS)."), "",
-              "| detector | count | " + " | ".join(f"> {t:g}" for t in thr) + " |",
-              "|---|---|" + "---:|" * len(thr)]  # fmt: skip
+    lines += [
+        "## (a) Boxes per image above the confidence threshold",
+        "",
+        (
+            "Mean over the validation images. YOLO pairs: (anchor, class) pairs above the threshold, "
+            "the boxes that enter multi-label NMS; anchors: anchors whose best class is above it. "
+            "RT-DETR: (query, class) pairs of its output (the top-K postprocessor needs no NMS)."
+        ),
+        "",
+        "| detector | count | " + " | ".join(f"> {t:g}" for t in thr) + " |",
+        "|---|---|" + "---:|" * len(thr),
+    ]
     for name, c in counts["detectors"].items():
         for key in ("pairs", "anchors"):
             vals = [c[key][c["thresholds"].index(t)] for t in thr]
@@ -62,11 +72,17 @@ def markdown_tables(res: dict[str, Any]) -> str:
     lines.append("")
 
     for name, rows in res["nms_grid"].items():
-        lines += [f"## (b) {name}: NMS time and AP per (confidence, IoU) threshold", "",
-                  ("Per image: filter = threshold + box conversion, NMS = torchvision `batched_nms` + top 300; "
-                   "medians over repetitions, then the median (and mean) over images. AP on the same images."), "",
-                  "| conf | IoU | boxes in | boxes kept | filter (ms) | NMS (ms) | total median (ms) | total mean (ms) | AP | AP50 |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"## (b) {name}: NMS time and AP per (confidence, IoU) threshold",
+            "",
+            (
+                "Per image: filter = threshold + box conversion, NMS = torchvision `batched_nms` + top 300; "
+                "medians over repetitions, then the median (and mean) over images. AP on the same images."
+            ),
+            "",
+            "| conf | IoU | boxes in | boxes kept | filter (ms) | NMS (ms) | total median (ms) | total mean (ms) | AP | AP50 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             lines.append(
                 f"| {r['conf']:g} | {r['iou']:g} | {r['boxes_in']:.0f} | {r['boxes_kept']:.0f} | "
@@ -75,10 +91,14 @@ def markdown_tables(res: dict[str, Any]) -> str:
             )
         lines.append("")
 
-    lines += ["## (b') RT-DETR: postprocess time and AP against the score threshold alone", "",
-              "sigmoid -> top-K over (query, class) pairs -> score filter; no IoU threshold exists.", "",
-              "| model | score threshold | boxes kept | postprocess median (ms) | AP | AP50 |",
-              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "## (b') RT-DETR: postprocess time and AP against the score threshold alone",
+        "",
+        "sigmoid -> top-K over (query, class) pairs -> score filter; no IoU threshold exists.",
+        "",
+        "| model | score threshold | boxes kept | postprocess median (ms) | AP | AP50 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in res["ours_sweep"]:
         lines.append(
             f"| {r['model']} | {_thr(r['score_threshold'])} | {r['boxes_kept']:.1f} | "
@@ -86,13 +106,21 @@ def markdown_tables(res: dict[str, Any]) -> str:
         )
     lines.append("")
 
-    lines += ["## (c) End-to-end latency, batch 1 (preprocess + model + NMS or top-K postprocess)", "",
-              ("Medians over every timed call (all images x all rounds); p90 of the total. "
-               "AP with exactly this postprocessing; '-' = latency only (random weights: a DETR's "
-               "compute does not depend on its weights; YOLO's NMS does, so no untrained YOLO is timed)."), "",
-              ("| detector | postprocess | AP | AP50 | preprocess (ms) | model (ms) | postprocess (ms) | "
-               "total median (ms) | total p90 (ms) | FPS (1 / median) |"),
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "## (c) End-to-end latency, batch 1 (preprocess + model + NMS or top-K postprocess)",
+        "",
+        (
+            "Medians over every timed call (all images x all rounds); p90 of the total. "
+            "AP with exactly this postprocessing; '-' = latency only (random weights: a DETR's "
+            "compute does not depend on its weights; YOLO's NMS does, so no untrained YOLO is timed)."
+        ),
+        "",
+        (
+            "| detector | postprocess | AP | AP50 | preprocess (ms) | model (ms) | postprocess (ms) | "
+            "total median (ms) | total p90 (ms) | FPS (1 / median) |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["e2e"]:
         t = r["latency"]
         lines.append(
@@ -113,8 +141,12 @@ def _plot_boxes(res: dict[str, Any], path: Path, plt: Any) -> None:
         ax.axvline(t, color="0.85", lw=0.8, zorder=0)
     ax.set_yscale("symlog", linthresh=1)  # log above 1 box, linear down to 0
     ax.set_ylim(bottom=0)
-    ax.set(xscale="log", xlabel="confidence threshold", ylabel="boxes per image (mean)",
-           title="Boxes above the confidence threshold")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="confidence threshold",
+        ylabel="boxes per image (mean)",
+        title="Boxes above the confidence threshold",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -141,8 +173,12 @@ def _plot_nms(res: dict[str, Any], path: Path, plt: Any) -> None:
             xs = [r["score_threshold"] for r in ours]
             a_conf.plot(xs, [r["post"]["median_ms"] for r in ours], "k--s", ms=4, label=f"{ours_name} top-K")
             a_ap.plot(xs, [r["AP"] for r in ours], "k--s", ms=4, label=f"{ours_name} (score threshold)")
-        a_conf.set(xscale="log", xlabel="confidence threshold", ylabel="ms per image (median)",
-                   title=f"{name}: NMS time vs confidence threshold")  # fmt: skip
+        a_conf.set(
+            xscale="log",
+            xlabel="confidence threshold",
+            ylabel="ms per image (median)",
+            title=f"{name}: NMS time vs confidence threshold",
+        )
         a_iou.set(xlabel="IoU threshold", ylabel="ms per image (median)", title=f"{name}: NMS time vs IoU threshold")
         a_ap.set(xscale="log", xlabel="confidence / score threshold", ylabel="COCO AP", title="AP at each setting")
         a_ap.set_ylim(bottom=0)
@@ -173,16 +209,28 @@ def _plot_ap_latency(res: dict[str, Any], path: Path, plt: Any) -> None:
     ax.plot([], [], "x", color="0.4", label="latency only (random weights), drawn at AP 0")
     xmax = max(r["latency"]["total"]["median_ms"] for r in rows)
     ax.set_xlim(0, xmax * 1.12)
-    ax.set(xlabel="end-to-end latency per image, median (ms)", ylabel="COCO AP (synthetic val)",
-           title=f"AP vs end-to-end latency, batch 1\n{res['machine']['device_name']}")  # fmt: skip
+    ax.set(
+        xlabel="end-to-end latency per image, median (ms)",
+        ylabel="COCO AP (synthetic val)",
+        title=f"AP vs end-to-end latency, batch 1\n{res['machine']['device_name']}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     tab = fig.add_axes((0.44, 0.05, 0.55, 0.9))
     tab.axis("off")
-    cells = [[str(i), r["name"], r["setting_short"], "-" if r.get("AP") is None else f"{r['AP']:.3f}",
-              f"{r['latency']['pre']['median_ms']:.2f}", f"{r['latency']['model']['median_ms']:.2f}",
-              f"{r['latency']['post']['median_ms']:.2f}", f"{r['latency']['total']['median_ms']:.2f}"]
-             for i, r in enumerate(rows, 1)]  # fmt: skip
+    cells = [
+        [
+            str(i),
+            r["name"],
+            r["setting_short"],
+            "-" if r.get("AP") is None else f"{r['AP']:.3f}",
+            f"{r['latency']['pre']['median_ms']:.2f}",
+            f"{r['latency']['model']['median_ms']:.2f}",
+            f"{r['latency']['post']['median_ms']:.2f}",
+            f"{r['latency']['total']['median_ms']:.2f}",
+        ]
+        for i, r in enumerate(rows, 1)
+    ]
     cols = ["#", "detector", "postprocess", "AP", "pre ms", "model ms", "post ms", "total ms"]
     table = tab.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
     table.auto_set_font_size(False)
@@ -205,8 +253,11 @@ def write_report(res: dict[str, Any], out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:  # plots are optional; the tables are the record
         return written
-    for name, fn in (("boxes_vs_conf.png", _plot_boxes), ("nms_time.png", _plot_nms),
-                     ("ap_vs_latency.png", _plot_ap_latency)):  # fmt: skip
+    for name, fn in (
+        ("boxes_vs_conf.png", _plot_boxes),
+        ("nms_time.png", _plot_nms),
+        ("ap_vs_latency.png", _plot_ap_latency),
+    ):
         fn(res, out / name, plt)
         written.append(out / name)
     return written

@@ -82,8 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-amp", action="store_true", help="train ours in fp32 instead of bf16 autocast")
     p.add_argument("--ours-ckpt", action="append", default=[], help="trained checkpoint of ours; skips training")
     p.add_argument("--yolo-ckpt", action="append", default=[], help="Ultralytics checkpoint; skips training")
-    p.add_argument("--latency-presets", default="rtdetrv2_hgnetv2_s,rtdetr_r18vd",
-                   help="comma list of presets timed with random weights (latency only)")  # fmt: skip
+    p.add_argument(
+        "--latency-presets",
+        default="rtdetrv2_hgnetv2_s,rtdetr_r18vd",
+        help="comma list of presets timed with random weights (latency only)",
+    )
     p.add_argument("--train-images", type=int, default=800)
     p.add_argument("--val-images", type=int, default=100)
     p.add_argument("--val-limit", type=int, default=None, help="study only the first N val images (quick checks)")
@@ -107,10 +110,15 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
     except OSError:
         pass
     info = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-        "torchvision": __import__("torchvision").__version__, "python": platform.python_version(),
-        "device": str(device), "load_before": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-    }  # fmt: skip
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "torchvision": __import__("torchvision").__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "load_before": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+    }
     try:
         info["ultralytics"] = __import__("ultralytics").__version__
     except ImportError:
@@ -137,19 +145,38 @@ def train_models(args: argparse.Namespace, data: Path, run_dir: Path) -> list[di
     rows, budget = [], args.budget_min * 60
     if not args.ours_ckpt:
         log(f"training {args.ours_model} for {args.budget_min:g} min")
-        r = train_ours(data, args.ours_model, args.imgsz, budget, run_dir / "ours", {"num_queries": args.num_queries},
-                       amp=not args.no_amp)
+        r = train_ours(
+            data,
+            args.ours_model,
+            args.imgsz,
+            budget,
+            run_dir / "ours",
+            {"num_queries": args.num_queries},
+            amp=not args.no_amp,
+        )
         args.ours_ckpt = [str(slim_checkpoint(run_dir / "ours" / "last.pt", run_dir / "ours" / "model_only.pt"))]
-        rows.append({"model": r["model"] + (" (bf16 autocast)" if not args.no_amp else ""), "budget_min": args.budget_min,
-                     "epochs": r["epochs"], "AP": r["AP"]})  # fmt: skip
+        rows.append(
+            {
+                "model": r["model"] + (" (bf16 autocast)" if not args.no_amp else ""),
+                "budget_min": args.budget_min,
+                "epochs": r["epochs"],
+                "AP": r["AP"],
+            }
+        )
         log(f"ours trained: {r}")
     if not args.yolo_ckpt:
         log(f"training YOLOv8n for {args.budget_min:g} min (Ultralytics' recipe, on {args.device})")
         r = train_yolo(data, args.imgsz, budget, run_dir.resolve(), device=args.device)
         weights = run_dir / "yolo" / "weights"
         args.yolo_ckpt = [str(weights / ("best.pt" if (weights / "best.pt").exists() else "last.pt"))]
-        rows.append({"model": r["model"] + " (AP: Ultralytics predict, conf 0.001)", "budget_min": args.budget_min,
-                     "epochs": None, "AP": r["AP"]})  # fmt: skip
+        rows.append(
+            {
+                "model": r["model"] + " (AP: Ultralytics predict, conf 0.001)",
+                "budget_min": args.budget_min,
+                "epochs": None,
+                "AP": r["AP"],
+            }
+        )
         log(f"YOLO trained: {r}")
     return rows
 
@@ -165,17 +192,26 @@ def build_runners(args: argparse.Namespace, device: torch.device, num_classes: i
             m = model if k == layers - 1 else load_ours(path, device, eval_idx=k)[0]
             ours.append(RTDETRRunner(f"{preset} {k + 1}/{layers} dec", m, cats))
     untrained = [
-        RTDETRRunner(f"{p} (random weights)", untrained_ours(p, num_classes, args.imgsz, device), category_ids, trained=False)
+        RTDETRRunner(
+            f"{p} (random weights)", untrained_ours(p, num_classes, args.imgsz, device), category_ids, trained=False
+        )
         for p in filter(None, args.latency_presets.split(","))
-    ]  # fmt: skip
+    ]
     yolos = []
     for path in args.yolo_ckpt:
         model = load_yolo(path, device)
         name = Path(str((getattr(model, "yaml", None) or {}).get("yaml_file", path))).stem
         if len(model.names) != num_classes:
             raise ValueError(f"{path} predicts {len(model.names)} classes, the dataset has {num_classes}")
-        yolos.append((name, [YoloRunner(f"{name} ({label} NMS)", model, category_ids, args.imgsz, conf=c, iou=i,
-                                 multi_label=ml) for label, c, i, ml in YOLO_SETTINGS]))  # fmt: skip
+        yolos.append(
+            (
+                name,
+                [
+                    YoloRunner(f"{name} ({label} NMS)", model, category_ids, args.imgsz, conf=c, iou=i, multi_label=ml)
+                    for label, c, i, ml in YOLO_SETTINGS
+                ],
+            )
+        )
     return ours, untrained, yolos
 
 
@@ -210,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         raws = raw_outputs(head, images, pre)
         counts["detectors"][name] = {"kind": "yolo", **box_counts(head, raws, CURVE_CONF)}
         log(f"{name}: NMS grid ({len(GRID_CONF) * len(GRID_IOU)} settings x {args.nms_reps} reps)")
-        grids[name] = yolo_nms_grid(head, raws, images, ds, GRID_CONF, GRID_IOU,
-                                         reps=args.nms_reps, warmup=1, sync=sync)  # fmt: skip
+        grids[name] = yolo_nms_grid(
+            head, raws, images, ds, GRID_CONF, GRID_IOU, reps=args.nms_reps, warmup=1, sync=sync
+        )
         for r in group:
             with torch.inference_mode():
                 ap[id(r)] = coco_ap(ds, images, [r.postprocess(raw, im.orig_wh) for raw, im in zip(raws, images)])
@@ -225,26 +262,49 @@ def main(argv: list[str] | None = None) -> int:
     for r, raws in full_depth:
         counts["detectors"][r.name] = {"kind": "rtdetr", **box_counts(r, raws, CURVE_CONF)}
     log("RT-DETR score-threshold sweep")
-    sweep = ours_threshold_sweep([r for r, _ in full_depth], [raws for _, raws in full_depth], images, ds,
-                                 [None, *GRID_CONF], reps=args.nms_reps, warmup=1, sync=sync)  # fmt: skip
+    sweep = ours_threshold_sweep(
+        [r for r, _ in full_depth],
+        [raws for _, raws in full_depth],
+        images,
+        ds,
+        [None, *GRID_CONF],
+        reps=args.nms_reps,
+        warmup=1,
+        sync=sync,
+    )
     del ours_raws
 
     runners = [*ours, *untrained, *(r for _, g in yolos for r in g)]
     log(f"end-to-end latency: {len(runners)} detectors x {args.latency_rounds} rounds x {args.latency_images} images")
-    lat = e2e_latency(runners, images[: args.latency_images], pre, rounds=args.latency_rounds,
-                      warmup=args.warmup, sync=sync, log=log)  # fmt: skip
-    e2e = [{
-        "name": r.name, "kind": r.kind, "setting": r.setting, "setting_short": short_setting(r),
-        **(ap.get(id(r)) or {"AP": None, "AP50": None}), "latency": lat[r.name],
-    } for r in runners]  # fmt: skip
+    lat = e2e_latency(
+        runners, images[: args.latency_images], pre, rounds=args.latency_rounds, warmup=args.warmup, sync=sync, log=log
+    )
+    e2e = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "setting": r.setting,
+            "setting_short": short_setting(r),
+            **(ap.get(id(r)) or {"AP": None, "AP50": None}),
+            "latency": lat[r.name],
+        }
+        for r in runners
+    ]
 
     machine["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     results = {
-        "command": command, "machine": machine, "wall_s": time.perf_counter() - T0,
-        "settings": {k: v for k, v in vars(args).items()}, "training": training,
-        "val_images": len(images), "box_counts": counts, "nms_grid": grids, "ours_sweep": sweep, "e2e": e2e,
+        "command": command,
+        "machine": machine,
+        "wall_s": time.perf_counter() - T0,
+        "settings": {k: v for k, v in vars(args).items()},
+        "training": training,
+        "val_images": len(images),
+        "box_counts": counts,
+        "nms_grid": grids,
+        "ours_sweep": sweep,
+        "e2e": e2e,
         "rtdetr_version": getattr(rtdetr, "__version__", None),
-    }  # fmt: skip
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     for path in write_report(results, out):

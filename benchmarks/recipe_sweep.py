@@ -27,10 +27,21 @@ from typing import Any
 # "train_images" (dataset size; the first N of the same generated stream) and
 # "cpu_cost" (CPU seconds per image relative to the base: the budget is divided by it).
 BASE: dict[str, Any] = {
-    "preset": "rtdetrv2_hgnetv2_n", "imgsz": 320, "batch_size": 8, "lr": 4e-4, "backbone_lr": 4e-4,
-    "warmup_iters": 50, "ema_warmup": 50, "ema_decay": 0.99, "lr_schedule": "cosine", "multi_scale": False,
-    "model": {"num_queries": 100}, "aug": {}, "train_images": 800, "cpu_cost": 1.0,
-}  # fmt: skip
+    "preset": "rtdetrv2_hgnetv2_n",
+    "imgsz": 320,
+    "batch_size": 8,
+    "lr": 4e-4,
+    "backbone_lr": 4e-4,
+    "warmup_iters": 50,
+    "ema_warmup": 50,
+    "ema_decay": 0.99,
+    "lr_schedule": "cosine",
+    "multi_scale": False,
+    "model": {"num_queries": 100},
+    "aug": {},
+    "train_images": 800,
+    "cpu_cost": 1.0,
+}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -41,16 +52,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bs4": {"batch_size": 4, "cpu_cost": 1.1},
     "data4000": {"train_images": 4000},
     "no_strong_lr8e-4_d4000": {"stop_epoch": 0, "lr": 8e-4, "backbone_lr": 8e-4, "train_images": 4000},
-    "light_lr8e-4_d4000": {"lr": 8e-4, "backbone_lr": 8e-4, "train_images": 4000,
-                           "aug": {"zoom_out_side_range": (1.0, 2.0), "iou_crop_p": 0.5}},
+    "light_lr8e-4_d4000": {
+        "lr": 8e-4,
+        "backbone_lr": 8e-4,
+        "train_images": 4000,
+        "aug": {"zoom_out_side_range": (1.0, 2.0), "iou_crop_p": 0.5},
+    },
     "s_preset": {"preset": "rtdetrv2_hgnetv2_s", "cpu_cost": 1.9},
     "imgsz256": {"imgsz": 256, "cpu_cost": 0.7},
     "no_strong_bs4": {"stop_epoch": 0, "batch_size": 4, "cpu_cost": 1.1},
     "no_strong_lr2e-4": {"stop_epoch": 0, "lr": 2e-4, "backbone_lr": 2e-4},
     "base_x3": {"budget_scale": 3.0},
-    "no_strong_lr8e-4_d4000_x3": {"stop_epoch": 0, "lr": 8e-4, "backbone_lr": 8e-4, "train_images": 4000,
-                                  "budget_scale": 3.0},
-}  # fmt: skip
+    "no_strong_lr8e-4_d4000_x3": {
+        "stop_epoch": 0,
+        "lr": 8e-4,
+        "backbone_lr": 8e-4,
+        "train_images": 4000,
+        "budget_scale": 3.0,
+    },
+}
 
 
 def variant_settings(name: str) -> dict[str, Any]:
@@ -96,23 +116,53 @@ def run_variant(name: str, data_root: str, images: int, device: str, out: str, t
     steps = max(1, budget // s["batch_size"])
     per_epoch = s["train_images"] // s["batch_size"]  # the dataset holds exactly train_images images
     epochs = math.ceil(steps / per_epoch)
-    fields = {k: s[k] for k in ("batch_size", "lr", "backbone_lr", "warmup_iters", "ema_warmup", "ema_decay",
-                                "lr_schedule", "multi_scale", "imgsz") if k in s}  # fmt: skip
+    fields = {
+        k: s[k]
+        for k in (
+            "batch_size",
+            "lr",
+            "backbone_lr",
+            "warmup_iters",
+            "ema_warmup",
+            "ema_decay",
+            "lr_schedule",
+            "multi_scale",
+            "imgsz",
+        )
+        if k in s
+    }
     cfg = TrainConfig(
-        **fields, epochs=epochs, stop_epoch=s.get("stop_epoch"), ema=s.get("ema", True), amp=True,
-        amp_dtype="bfloat16", device=device, out_dir=f"{out}/{name}", progress=False, num_workers=2,
-        eval_every=max(1, epochs // 4), max_steps_per_epoch=min(per_epoch, steps),
-    )  # fmt: skip
+        **fields,
+        epochs=epochs,
+        stop_epoch=s.get("stop_epoch"),
+        ema=s.get("ema", True),
+        amp=True,
+        amp_dtype="bfloat16",
+        device=device,
+        out_dir=f"{out}/{name}",
+        progress=False,
+        num_workers=2,
+        eval_every=max(1, epochs // 4),
+        max_steps_per_epoch=min(per_epoch, steps),
+    )
     trainer = build_trainer(s["preset"], data, cfg, model_overrides=s["model"], augment=s["aug"])
     t0 = time.perf_counter()
     history = trainer.fit()
-    curve = [(h["epoch"] * cfg.max_steps_per_epoch * cfg.batch_size, round(h["AP50"], 4)) for h in history if "AP50" in h]
+    curve = [
+        (h["epoch"] * cfg.max_steps_per_epoch * cfg.batch_size, round(h["AP50"], 4)) for h in history if "AP50" in h
+    ]
     m = trainer.last_metrics
     return {
-        "variant": name, "AP": m.get("AP", float("nan")), "AP50": m.get("AP50", float("nan")),
-        "images": trainer.step * cfg.batch_size, "epochs": trainer.epoch, "wall_s": time.perf_counter() - t0,
-        "final_loss": history[-1].get("loss"), "curve": curve, "settings": {k: v for k, v in s.items()},
-    }  # fmt: skip
+        "variant": name,
+        "AP": m.get("AP", float("nan")),
+        "AP50": m.get("AP50", float("nan")),
+        "images": trainer.step * cfg.batch_size,
+        "epochs": trainer.epoch,
+        "wall_s": time.perf_counter() - t0,
+        "final_loss": history[-1].get("loss"),
+        "curve": curve,
+        "settings": {k: v for k, v in s.items()},
+    }
 
 
 def _worker(args: tuple) -> dict[str, Any]:
@@ -146,7 +196,9 @@ def main() -> None:
     # Every dataset is generated by a process of its own while the variants that need
     # none of the slow ones already train; big datasets' variants go last.
     sizes = sorted({(variant_settings(n)["train_images"], variant_settings(n)["imgsz"]) for n in names})
-    makers = [ctx.Process(target=ensure_data, args=(_data_dir(data_root, n, sz), n, args.val_images, sz)) for n, sz in sizes]
+    makers = [
+        ctx.Process(target=ensure_data, args=(_data_dir(data_root, n, sz), n, args.val_images, sz)) for n, sz in sizes
+    ]
     for proc in makers:
         proc.start()
     names.sort(key=lambda n: variant_settings(n)["train_images"])

@@ -102,10 +102,23 @@ def peak_rss_mib(pid: int) -> float:
 
 def start_server(args: argparse.Namespace, max_batch: int, port: int, log_path: Path) -> subprocess.Popen:
     cmd = [
-        sys.executable, "-m", "rtdetr.serve", "--model", args.model, "--device", "cpu", "--port", str(port),
-        "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms), "--queue-size", str(args.queue_size),
+        sys.executable,
+        "-m",
+        "rtdetr.serve",
+        "--model",
+        args.model,
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+        "--queue-size",
+        str(args.queue_size),
         "--no-access-log",
-    ]  # fmt: skip
+    ]
     if args.imgsz:
         cmd += ["--imgsz", str(args.imgsz)]
     if args.weights:

@@ -31,7 +31,7 @@ from rtdetr.data import (
     default_num_workers,
     generate_synthetic_dataset,
     resolve_dataset,
-)  # fmt: skip
+)
 from rtdetr.demo import DEMO_SETTINGS
 from rtdetr.infer.torch_backend import KEEP_FREED_MEMORY_ENV
 from rtdetr.nn.postprocess import PostProcessor
@@ -60,18 +60,26 @@ def train_ours(
     m = trainer.last_metrics or trainer.evaluate()
     rates = [h["images_per_s"] for h in trainer.history]  # training only, evaluation excluded
     return {
-        "model": f"rtdetr {model}", "AP": m["AP"], "AP50": m["AP50"],
-        "train_img_s": sum(rates) / len(rates), "epochs": trainer.epoch, "checkpoint": str(trainer.out_dir / "last.pt"),
-    }  # fmt: skip
+        "model": f"rtdetr {model}",
+        "AP": m["AP"],
+        "AP50": m["AP50"],
+        "train_img_s": sum(rates) / len(rates),
+        "epochs": trainer.epoch,
+        "checkpoint": str(trainer.out_dir / "last.pt"),
+    }
 
 
 def _loaders(data: Path, imgsz: int, batch: int):
     spec = resolve_dataset(data)
     # The same pipeline as ours (strong augmentation off from ``stop_epoch``), loaded the same way.
-    train = build_dataset(spec, "train", transforms=build_transforms(True, imgsz, stop_epoch=FROM_SCRATCH["stop_epoch"]))
+    train = build_dataset(
+        spec, "train", transforms=build_transforms(True, imgsz, stop_epoch=FROM_SCRATCH["stop_epoch"])
+    )
     val = build_dataset(spec, "val", transforms=build_transforms(False, imgsz))
     workers = default_num_workers("cpu")
-    tl = DataLoader(train, batch_size=batch, shuffle=True, collate_fn=BatchCollator(), num_workers=workers, drop_last=True)
+    tl = DataLoader(
+        train, batch_size=batch, shuffle=True, collate_fn=BatchCollator(), num_workers=workers, drop_last=True
+    )
     vl = DataLoader(val, batch_size=batch, collate_fn=BatchCollator(), num_workers=workers)
     return train, val, tl, vl
 
@@ -94,7 +102,13 @@ def train_hf(data: Path, imgsz: int, budget_s: float) -> dict:
                 break
     elapsed = time.perf_counter() - t0
     m = _evaluate(lambda x: _hf_outputs(model, x), val, vl)
-    return {"model": "transformers RTDetr R18", "AP": m["AP"], "AP50": m["AP50"], "train_img_s": seen / elapsed, "epochs": seen / len(train)}
+    return {
+        "model": "transformers RTDetr R18",
+        "AP": m["AP"],
+        "AP50": m["AP50"],
+        "train_img_s": seen / elapsed,
+        "epochs": seen / len(train),
+    }
 
 
 def _hf_outputs(model, x):
@@ -121,21 +135,46 @@ def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path, *, device: st
     model = YOLO("yolov8n.yaml")
     t0 = time.perf_counter()
     model.train(
-        data=str(yaml_path), epochs=1000, time=budget_s / 3600, imgsz=imgsz, device=device, workers=2,
-        batch=FROM_SCRATCH["batch_size"], pretrained=False, amp=False, plots=False, val=False,
-        project=str(out), name="yolo", exist_ok=True, verbose=False,
-    )  # fmt: skip
+        data=str(yaml_path),
+        epochs=1000,
+        time=budget_s / 3600,
+        imgsz=imgsz,
+        device=device,
+        workers=2,
+        batch=FROM_SCRATCH["batch_size"],
+        pretrained=False,
+        amp=False,
+        plots=False,
+        val=False,
+        project=str(out),
+        name="yolo",
+        exist_ok=True,
+        verbose=False,
+    )
     elapsed = time.perf_counter() - t0
     val = build_dataset(resolve_dataset(data), "val")
     evaluator = make_evaluator_for(val)
     for i in range(len(val)):
         r = model.predict(str(val.image_path(i)), imgsz=imgsz, conf=0.001, device=device, verbose=False)[0]
-        evaluator.update([{
-            "image_id": int(val.image_ids[i]), "boxes": r.boxes.xyxy, "scores": r.boxes.conf,
-            "labels": torch.tensor([val.category_ids[int(c)] for c in r.boxes.cls], dtype=torch.int64),
-        }])  # fmt: skip
+        evaluator.update(
+            [
+                {
+                    "image_id": int(val.image_ids[i]),
+                    "boxes": r.boxes.xyxy,
+                    "scores": r.boxes.conf,
+                    "labels": torch.tensor([val.category_ids[int(c)] for c in r.boxes.cls], dtype=torch.int64),
+                }
+            ]
+        )
     m = evaluator.compute()
-    return {"model": "ultralytics YOLOv8n", "AP": m["AP"], "AP50": m["AP50"], "train_img_s": float("nan"), "epochs": float("nan"), "wall_s": elapsed}
+    return {
+        "model": "ultralytics YOLOv8n",
+        "AP": m["AP"],
+        "AP50": m["AP50"],
+        "train_img_s": float("nan"),
+        "epochs": float("nan"),
+        "wall_s": elapsed,
+    }
 
 
 def _export_yolo_layout(data: Path, dest: Path) -> Path:
@@ -154,7 +193,9 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
             w, h = (int(v) for v in target["orig_size"])
             lines = []
             for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist()):
-                lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+                lines.append(
+                    f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                )
             (dest / "labels" / split / (src.stem + ".txt")).write_text("\n".join(lines))
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(spec.class_names))
     yaml_path = dest / "data.yaml"
@@ -260,7 +301,9 @@ def throughput_table(steps: int, *, isolated: bool = False) -> str:
 
     def child(env: dict[str, str], only: str | None) -> list[dict]:
         cmd = [sys.executable, __file__, "--throughput-child", "--steps", str(steps)]
-        proc = subprocess.run(cmd + (["--only", only] if only else []), env={**os.environ, **env}, capture_output=True, text=True)
+        proc = subprocess.run(
+            cmd + (["--only", only] if only else []), env={**os.environ, **env}, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"throughput child ({env}, {only}) failed:\n{proc.stderr[-3000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -273,7 +316,7 @@ def throughput_table(steps: int, *, isolated: bool = False) -> str:
         f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}, {mode}",
         "| allocator | implementation | median step (s) | images/s | vs transformers fp32, same allocator | vs transformers fp32, glibc defaults |",
         "|---|---|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     default_hf = results["glibc defaults"][-1]["img_s"]
     for label, rows in results.items():
         base = rows[-1]["img_s"]
@@ -325,7 +368,17 @@ def main() -> None:
     budget = args.budget_min * 60
     results = []
     if not args.skip_ours:
-        results.append(train_ours(data, args.model, args.imgsz, budget, Path(args.data).parent / "ours", {"num_queries": args.num_queries}, amp=args.amp))
+        results.append(
+            train_ours(
+                data,
+                args.model,
+                args.imgsz,
+                budget,
+                Path(args.data).parent / "ours",
+                {"num_queries": args.num_queries},
+                amp=args.amp,
+            )
+        )
         print(results[-1], flush=True)
     runners = {
         "hf": lambda: train_hf(data, args.imgsz, budget),
@@ -337,11 +390,21 @@ def main() -> None:
         except Exception as e:  # one failed comparison must not lose the others' numbers
             logging.exception("%s comparison failed", name)
             nan = float("nan")
-            results.append({"model": f"{name} (failed: {type(e).__name__})", "AP": nan, "AP50": nan, "train_img_s": nan, "epochs": nan})
+            results.append(
+                {
+                    "model": f"{name} (failed: {type(e).__name__})",
+                    "AP": nan,
+                    "AP50": nan,
+                    "train_img_s": nan,
+                    "epochs": nan,
+                }
+            )
         print(results[-1], flush=True)
-    print(f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
-          f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
-          f"lr {FROM_SCRATCH['lr']}, batch {FROM_SCRATCH['batch_size']}, amp {args.amp}")  # fmt: skip
+    print(
+        f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
+        f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
+        f"lr {FROM_SCRATCH['lr']}, batch {FROM_SCRATCH['batch_size']}, amp {args.amp}"
+    )
     print("| model | AP | AP50 | train images/s | epochs |")
     print("|---|---:|---:|---:|---:|")
     for r in results:

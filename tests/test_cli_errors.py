@@ -39,12 +39,16 @@ def files(tmp_path_factory):
     from rtdetr.train.launch import build_trainer
     from rtdetr.train.train_config import TrainConfig
 
-    assert main(["data", "synth", str(root / "three"), "--train", "4", "--val", "2", "--imgsz", "64", "--classes", "3"]) == 0
+    assert (
+        main(["data", "synth", str(root / "three"), "--train", "4", "--val", "2", "--imgsz", "64", "--classes", "3"])
+        == 0
+    )
     trainer = build_trainer(
-        "rtdetrv2_hgnetv2_n", root / "three",
+        "rtdetrv2_hgnetv2_n",
+        root / "three",
         TrainConfig(epochs=1, batch_size=2, imgsz=64, num_workers=0, out_dir=str(root / "run"), progress=False),
         model_overrides={"num_queries": 10},
-    )  # fmt: skip
+    )
     save_checkpoint(trainer.state(), root / "run" / "last.pt")
     (root / "junk.pt").write_bytes(b"not a checkpoint at all")
     state = torch.load(root / "run" / "last.pt", weights_only=False)
@@ -63,10 +67,19 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
         "train: batch size 0": (["train", "--data", six, *TINY, "--batch-size", "0", "--out", out], "batch"),
         "train: unknown preset": (["train", "--data", six, "--model", "rtdetr_r19", "--out", out], "rtdetr_r19"),
         "train: missing weights": (["train", "--data", six, *TINY, "--weights", "gone.pth", "--out", out], "gone.pth"),
-        "train: crafted weights": (["train", "--data", six, *TINY, "--weights", str(root / "evil.pt"), "--out", out], "--trusted"),
-        "train: junk weights": (["train", "--data", six, *TINY, "--weights", str(root / "junk.pt"), "--out", out], "junk.pt"),
+        "train: crafted weights": (
+            ["train", "--data", six, *TINY, "--weights", str(root / "evil.pt"), "--out", out],
+            "--trusted",
+        ),
+        "train: junk weights": (
+            ["train", "--data", six, *TINY, "--weights", str(root / "junk.pt"), "--out", out],
+            "junk.pt",
+        ),
         "train: missing resume file": (["train", "--data", six, *TINY, "--resume", "gone.pt", "--out", out], "gone.pt"),
-        "train: unknown --set field": (["train", "--data", six, *TINY, "--set", "num_quries=5", "--out", out], "num_quries"),
+        "train: unknown --set field": (
+            ["train", "--data", six, *TINY, "--set", "num_quries=5", "--out", out],
+            "num_quries",
+        ),
         "train: --set without =": (["train", "--data", six, *TINY, "--set", "num_queries", "--out", out], "KEY=VALUE"),
         "train: other preset's checkpoint as weights": (
             ["train", "--data", six, "--model", "rtdetr_r18vd", "--imgsz", "64", "--weights", ckpt, "--out", out],
@@ -75,16 +88,37 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
         "val: missing checkpoint": (["val", "--model", str(run / "best.pt"), "--data", six], "best.pt"),
         "val: unknown preset": (["val", "--model", "rtdetr_r18", "--data", six], "did you mean"),
         "val: missing dataset": (["val", "--model", ckpt, "--data", str(root / "nope")], "nope"),
-        "val: class count differs from the dataset": (["val", "--model", ckpt, "--data", six, "--workers", "0"], "classes"),
+        "val: class count differs from the dataset": (
+            ["val", "--model", ckpt, "--data", six, "--workers", "0"],
+            "classes",
+        ),
         "val: junk checkpoint": (["val", "--model", str(root / "junk.pt"), "--data", six], "junk.pt"),
         "export: missing model file": (["export", "--model", "gone.pt", "--out", str(root / "m.onnx")], "gone.pt"),
-        "export: imgsz not a multiple of 32": (["export", "--model", ckpt, "--imgsz", "100", "--out", str(root / "m.onnx")], "32"),
-        "export: int8 without calibration images": (["export", "--model", ckpt, "--int8", "--out", str(root / "m.onnx")], "--calib"),
+        "export: imgsz not a multiple of 32": (
+            ["export", "--model", ckpt, "--imgsz", "100", "--out", str(root / "m.onnx")],
+            "32",
+        ),
+        "export: int8 without calibration images": (
+            ["export", "--model", ckpt, "--int8", "--out", str(root / "m.onnx")],
+            "--calib",
+        ),
         "export: weights with a checkpoint file": (["export", "--model", ckpt, "--weights", "coco"], "preset names"),
-        "export: crafted checkpoint": (["export", "--model", str(root / "evil.pt"), "--out", str(root / "m.onnx")], "--trusted"),
-        "convert: missing source": (["convert", "gone.pth", str(root / "c.safetensors"), "--to", "safetensors"], "gone.pth"),
-        "convert: junk source": (["convert", str(root / "junk.pt"), str(root / "c.safetensors"), "--to", "safetensors"], "junk.pt"),
-        "convert: crafted source": (["convert", str(root / "evil.pt"), str(root / "c.safetensors"), "--to", "safetensors"], "--trusted"),
+        "export: crafted checkpoint": (
+            ["export", "--model", str(root / "evil.pt"), "--out", str(root / "m.onnx")],
+            "--trusted",
+        ),
+        "convert: missing source": (
+            ["convert", "gone.pth", str(root / "c.safetensors"), "--to", "safetensors"],
+            "gone.pth",
+        ),
+        "convert: junk source": (
+            ["convert", str(root / "junk.pt"), str(root / "c.safetensors"), "--to", "safetensors"],
+            "junk.pt",
+        ),
+        "convert: crafted source": (
+            ["convert", str(root / "evil.pt"), str(root / "c.safetensors"), "--to", "safetensors"],
+            "--trusted",
+        ),
         "info: unknown preset": (["info", "rtdetr_nope"], "unknown model"),
         "predict: missing model file": (["predict", six, "--model", "gone.pt", "--out", out], "gone.pt"),
         "predict: crafted checkpoint": (["predict", six, "--model", str(root / "evil.pt"), "--out", out], "--trusted"),
@@ -93,7 +127,9 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 CASE_NAMES = list(_cases(Path("/")))

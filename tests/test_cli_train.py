@@ -9,15 +9,32 @@ import torch
 
 from rtdetr.cli import main
 
-SMALL = ["--model", "rtdetrv2_hgnetv2_n", "--imgsz", "96", "--batch-size", "4", "--workers", "0",
-         "--warmup-iters", "2", "--ema-warmup", "2", "--set", "num_queries=30"]  # fmt: skip
+SMALL = [
+    "--model",
+    "rtdetrv2_hgnetv2_n",
+    "--imgsz",
+    "96",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--ema-warmup",
+    "2",
+    "--set",
+    "num_queries=30",
+]
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     assert main(["data", "synth", str(root / "six"), "--train", "8", "--val", "4", "--imgsz", "64"]) == 0
-    assert main(["data", "synth", str(root / "three"), "--train", "8", "--val", "4", "--imgsz", "64", "--classes", "3"]) == 0
+    assert (
+        main(["data", "synth", str(root / "three"), "--train", "8", "--val", "4", "--imgsz", "64", "--classes", "3"])
+        == 0
+    )
     return root
 
 
@@ -36,8 +53,24 @@ def test_train_resume_val_and_finetune(synth, tmp_path, capsys):
     assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2
 
     capsys.readouterr()
-    assert main(["val", "--model", str(run / "last.pt"), "--data", str(synth / "six"), "--imgsz", "96",
-                 "--workers", "0", "--save-json", str(tmp_path / "res.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "val",
+                "--model",
+                str(run / "last.pt"),
+                "--data",
+                str(synth / "six"),
+                "--imgsz",
+                "96",
+                "--workers",
+                "0",
+                "--save-json",
+                str(tmp_path / "res.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "AP50" in out and "circle" in out
     assert isinstance(json.loads((tmp_path / "res.json").read_text()), list)
@@ -53,8 +86,23 @@ def test_train_resume_val_and_finetune(synth, tmp_path, capsys):
 
     # fine-tune the 6-class checkpoint on a 3-class dataset: heads are re-initialized
     ft = tmp_path / "ft"
-    assert main(["train", "--data", str(synth / "three"), "--epochs", "1", "--out", str(ft),
-                 "--weights", str(run / "last.pt"), *SMALL]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth / "three"),
+                "--epochs",
+                "1",
+                "--out",
+                str(ft),
+                "--weights",
+                str(run / "last.pt"),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     tuned = torch.load(ft / "last.pt", weights_only=False)
     assert tuned["config"]["num_classes"] == 3
     assert tuned["model"]["decoder.enc_score_head.weight"].shape[0] == 3

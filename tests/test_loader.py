@@ -15,8 +15,22 @@ from rtdetr.infer import Detector
 from rtdetr.weights import UnsafeCheckpointError, convert_checkpoint
 from rtdetr.weights.formats import torch_load
 
-SMALL = ["--model", "rtdetrv2_hgnetv2_n", "--imgsz", "96", "--batch-size", "4", "--workers", "0",
-         "--warmup-iters", "2", "--ema-warmup", "2", "--set", "num_queries=30"]  # fmt: skip
+SMALL = [
+    "--model",
+    "rtdetrv2_hgnetv2_n",
+    "--imgsz",
+    "96",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--ema-warmup",
+    "2",
+    "--set",
+    "num_queries=30",
+]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +103,11 @@ def test_crafted_checkpoint_is_refused_by_every_command(evil, run, tmp_path, cap
 
 def test_crafted_checkpoint_is_refused_by_the_python_api(evil):
     path, marker = evil
-    for load in (lambda: Detector.from_pretrained(path), lambda: rtdetr.load_model(path),
-                 lambda: rtdetr.build_model("rtdetrv2_hgnetv2_n", weights=str(path))):  # fmt: skip
+    for load in (
+        lambda: Detector.from_pretrained(path),
+        lambda: rtdetr.load_model(path),
+        lambda: rtdetr.build_model("rtdetrv2_hgnetv2_n", weights=str(path)),
+    ):
         with pytest.raises(UnsafeCheckpointError, match="trusted=True"):
             load()
     assert not marker.exists()

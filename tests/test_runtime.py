@@ -167,11 +167,17 @@ class _Tiny(Dataset):
     def __init__(self, n: int = 2, size: int = 64):
         g = torch.Generator().manual_seed(0)
         self.items = [
-            (torch.rand(3, size, size, generator=g),
-             {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]),
-              "image_id": torch.tensor(i), "orig_size": torch.tensor([size, size])})
+            (
+                torch.rand(3, size, size, generator=g),
+                {
+                    "labels": torch.tensor([1]),
+                    "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]),
+                    "image_id": torch.tensor(i),
+                    "orig_size": torch.tensor([size, size]),
+                },
+            )
             for i in range(n)
-        ]  # fmt: skip
+        ]
 
     def __len__(self):
         return len(self.items)
@@ -192,13 +198,25 @@ def _train_step_dtype(tmp_path, **amp) -> tuple[object, torch.dtype]:
     torch.manual_seed(0)
     model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=2, num_queries=10, num_denoising=0)
     cfg = TrainConfig(
-        epochs=1, batch_size=2, imgsz=64, warmup_iters=1, ema=False, num_workers=0, multi_scale=False,
-        max_steps_per_epoch=1, out_dir=str(tmp_path), progress=False, device="cpu", **amp,
-    )  # fmt: skip
+        epochs=1,
+        batch_size=2,
+        imgsz=64,
+        warmup_iters=1,
+        ema=False,
+        num_workers=0,
+        multi_scale=False,
+        max_steps_per_epoch=1,
+        out_dir=str(tmp_path),
+        progress=False,
+        device="cpu",
+        **amp,
+    )
     trainer = Trainer(model, _Tiny(), config=cfg, collate_fn=_collate)
     seen: set[torch.dtype] = set()
     hooks = [
-        m.register_forward_hook(lambda m, i, o: seen.add(o.dtype)) for m in model.modules() if isinstance(m, torch.nn.Linear)
+        m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear)
     ]
     trainer.train_one_epoch(0)
     for h in hooks:

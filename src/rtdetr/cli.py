@@ -54,12 +54,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
             cfg = model.config
             print(f"{name}")
             print(f"  backbone     {type(model.backbone).__name__} {cfg.backbone}")
-            print(f"  encoder      hidden {cfg.encoder.hidden_dim}, expansion {cfg.encoder.expansion}, depth_mult {cfg.encoder.depth_mult}")
-            print(f"  decoder      {cfg.decoder.num_layers} layers (eval_idx {cfg.decoder.eval_idx}), {cfg.decoder.num_queries} queries, {cfg.num_classes} classes")
+            print(
+                f"  encoder      hidden {cfg.encoder.hidden_dim}, expansion {cfg.encoder.expansion}, depth_mult {cfg.encoder.depth_mult}"
+            )
+            print(
+                f"  decoder      {cfg.decoder.num_layers} layers (eval_idx {cfg.decoder.eval_idx}), {cfg.decoder.num_queries} queries, {cfg.num_classes} classes"
+            )
             print(f"  params       {s.params / 1e6:.2f} M ({s.trainable_params / 1e6:.2f} M trainable)")
             print(f"  GFLOPs       {s.gflops:.1f} at {s.imgsz[0]}x{s.imgsz[1]}")
             if paper and s.imgsz == (640, 640):
-                print(f"  paper        {paper['params_m']} M params, {paper['gflops']} GFLOPs, {paper['ap']} AP (COCO val2017)")
+                print(
+                    f"  paper        {paper['params_m']} M params, {paper['gflops']} GFLOPs, {paper['ap']} AP (COCO val2017)"
+                )
             print(f"  input        {(1, 3, *s.imgsz)}")
             print(f"  backbone out {s.backbone_shapes}")
             print(f"  encoder out  {s.encoder_shapes}")
@@ -73,7 +79,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             ref = f"{paper['params_m']} / {paper['gflops']} / {paper['ap']}" if paper else "-"
             print(f"| {name} | {s.params / 1e6:.1f} | {s.gflops:.1f} | {ref} |")
     return 0
-
 
 
 def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
@@ -93,18 +98,33 @@ def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
         return default if value is None else value
 
     fields = dict(
-        epochs=pick(args.epochs, recipe.epochs), batch_size=args.batch_size, imgsz=args.imgsz,
-        lr=pick(args.lr, recipe.lr), backbone_lr=pick(args.backbone_lr, recipe.backbone_lr),
-        weight_decay=recipe.weight_decay, betas=tuple(recipe.betas), clip_max_norm=recipe.clip_max_norm,
-        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters), ema_decay=pick(args.ema_decay, recipe.ema_decay),
-        ema_warmup=pick(args.ema_warmup, recipe.ema_warmup), stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
-        multi_scale=recipe.multi_scale and not args.no_multi_scale, lr_schedule=args.lr_schedule,
-        amp=args.amp or args.amp_force, amp_force=args.amp_force,
-        accumulate=args.accumulate, num_workers=args.workers, seed=args.seed, freeze_backbone=args.freeze_backbone,
-        device=args.device, out_dir=out, max_time_s=args.max_time, sync_bn=args.sync_bn,
+        epochs=pick(args.epochs, recipe.epochs),
+        batch_size=args.batch_size,
+        imgsz=args.imgsz,
+        lr=pick(args.lr, recipe.lr),
+        backbone_lr=pick(args.backbone_lr, recipe.backbone_lr),
+        weight_decay=recipe.weight_decay,
+        betas=tuple(recipe.betas),
+        clip_max_norm=recipe.clip_max_norm,
+        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters),
+        ema_decay=pick(args.ema_decay, recipe.ema_decay),
+        ema_warmup=pick(args.ema_warmup, recipe.ema_warmup),
+        stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
+        multi_scale=recipe.multi_scale and not args.no_multi_scale,
+        lr_schedule=args.lr_schedule,
+        amp=args.amp or args.amp_force,
+        amp_force=args.amp_force,
+        accumulate=args.accumulate,
+        num_workers=args.workers,
+        seed=args.seed,
+        freeze_backbone=args.freeze_backbone,
+        device=args.device,
+        out_dir=out,
+        max_time_s=args.max_time,
+        sync_bn=args.sync_bn,
         channels_last=not args.no_channels_last,
         compile=args.compile,
-    )  # fmt: skip
+    )
     fields.update(extra)
     return TrainConfig(**fields)
 
@@ -125,7 +145,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # (runs/train2 ...) unless --exist-ok, so a finished run is never overwritten.
     exist_ok = args.exist_ok or (resume is not None and Path(resume).parent.resolve() == Path(config.out_dir).resolve())
     trainer = build_trainer(
-        args.model, args.data, config, weights=args.weights, model_overrides=parse_overrides(args.set), exist_ok=exist_ok
+        args.model,
+        args.data,
+        config,
+        weights=args.weights,
+        model_overrides=parse_overrides(args.set),
+        exist_ok=exist_ok,
     )
     history = trainer.fit(resume=resume)
     if trainer.dist.is_main and not history:
@@ -153,9 +178,15 @@ def _cmd_val(args: argparse.Namespace) -> int:
     spec = resolve_dataset(args.data)
     model = load_model(args.model, weights=args.weights, num_classes=spec.num_classes, trusted=args.trusted)
     metrics, evaluator = validate(
-        model, args.data, split=args.split, imgsz=args.imgsz, batch_size=args.batch_size,
-        num_workers=args.workers, device=args.device, amp=args.amp,
-    )  # fmt: skip
+        model,
+        args.data,
+        split=args.split,
+        imgsz=args.imgsz,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+    )
     print(format_metrics_table(metrics))
     if args.save_json:
         evaluator.save_results(args.save_json)
@@ -200,10 +231,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=float, default=None, help="default: the preset's recipe (0.9999)")
     p.add_argument("--lr-schedule", choices=["flat", "cosine"], default="flat")
     p.add_argument(
-        "--amp", action="store_true",
+        "--amp",
+        action="store_true",
         help="mixed precision: fp16 on CUDA; bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
         "float32 with a warning on other CPUs, where bf16 is several times slower",
-    )  # fmt: skip
+    )
     p.add_argument("--amp-force", action="store_true", help="--amp with bf16 even on a CPU without native bf16")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--stop-epoch", type=int, default=None, help="strong aug + multi-scale off from this epoch")
@@ -212,22 +244,26 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     p.add_argument(
-        "--compile", action="store_true",
+        "--compile",
+        action="store_true",
         help="torch.compile backbone + encoder (slow first step; use a fixed --imgsz, --no-multi-scale)",
-    )  # fmt: skip
+    )
     p.add_argument("--workers", type=int, default=None, help=_WORKERS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--out", default=None,
+        "--out",
+        default=None,
         help="run directory (default runs/train; with --resume FILE, FILE's folder); "
         "one holding a run becomes OUT2, OUT3, ... unless --exist-ok",
-    )  # fmt: skip
+    )
     p.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
     p.add_argument("--weights", default=None, help="initialize from a checkpoint (class count may differ)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, help="resume from OUT/last.pt or a given file")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. num_queries=100 (repeatable)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. num_queries=100 (repeatable)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,7 +348,9 @@ def _message(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run ``rtdetr`` with ``argv``; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         from .runtime import setup_cpu_runtime
 

@@ -29,6 +29,11 @@ def detector_from_args(args: argparse.Namespace) -> Detector:
     from .infer.predictor import Detector
 
     return Detector.from_pretrained(
-        args.model, weights=args.weights, device=resolve_device(args.device), precision=args.precision,
-        imgsz=args.imgsz, trusted=getattr(args, "trusted", False), **parse_overrides(getattr(args, "set", None)),
-    )  # fmt: skip
+        args.model,
+        weights=args.weights,
+        device=resolve_device(args.device),
+        precision=args.precision,
+        imgsz=args.imgsz,
+        trusted=getattr(args, "trusted", False),
+        **parse_overrides(getattr(args, "set", None)),
+    )

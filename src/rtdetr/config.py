@@ -185,19 +185,36 @@ _V2_SMALL_SRC = (
 )
 
 
-def _v1(name: str, backbone: BackboneConfig, encoder: EncoderConfig, decoder: DecoderConfig,
-        backbone_lr: float = 1e-5, source: str = _V1_SRC) -> RTDETRConfig:
+def _v1(
+    name: str,
+    backbone: BackboneConfig,
+    encoder: EncoderConfig,
+    decoder: DecoderConfig,
+    backbone_lr: float = 1e-5,
+    source: str = _V1_SRC,
+) -> RTDETRConfig:
     recipe = TrainRecipe(epochs=72, backbone_lr=backbone_lr, source=source)
     return RTDETRConfig(name=name, backbone=backbone, encoder=encoder, decoder=decoder, train=recipe)
 
 
-def _v2(name: str, backbone: BackboneConfig, encoder: EncoderConfig, decoder: DecoderConfig, *,
-        epochs: int, stop_epoch: int, backbone_lr: float, multi_scale: bool = True,
-        source: str = _V2_SRC) -> RTDETRConfig:
-    recipe = TrainRecipe(epochs=epochs, stop_epoch=stop_epoch, backbone_lr=backbone_lr,
-                         multi_scale=multi_scale, amp=True, source=source)
-    return RTDETRConfig(name=name, backbone=backbone, encoder=encoder, decoder=decoder,
-                        checkpoint_layout="v2", train=recipe)
+def _v2(
+    name: str,
+    backbone: BackboneConfig,
+    encoder: EncoderConfig,
+    decoder: DecoderConfig,
+    *,
+    epochs: int,
+    stop_epoch: int,
+    backbone_lr: float,
+    multi_scale: bool = True,
+    source: str = _V2_SRC,
+) -> RTDETRConfig:
+    recipe = TrainRecipe(
+        epochs=epochs, stop_epoch=stop_epoch, backbone_lr=backbone_lr, multi_scale=multi_scale, amp=True, source=source
+    )
+    return RTDETRConfig(
+        name=name, backbone=backbone, encoder=encoder, decoder=decoder, checkpoint_layout="v2", train=recipe
+    )
 
 
 _R18 = PResNetConfig(depth=18, freeze_at=-1, freeze_norm=False)
@@ -241,8 +258,7 @@ PRESETS: dict[str, RTDETRConfig] = {
         _v1("rtdetr_hgnetv2_x", _HG_X, _ENC_384, _DEC6, backbone_lr=1e-6, source=_V1_HG_SRC),
         # RT-DETRv2: same architecture, v2 decoder options (fields of DecoderConfig), v2 layout.
         # R18 trains its backbone at the full lr and without multi-scale resizing.
-        _v2("rtdetrv2_r18vd", _R18, _ENC_HALF, _DEC3, epochs=120, stop_epoch=117, backbone_lr=1e-4,
-            multi_scale=False),
+        _v2("rtdetrv2_r18vd", _R18, _ENC_HALF, _DEC3, epochs=120, stop_epoch=117, backbone_lr=1e-4, multi_scale=False),
         _v2("rtdetrv2_r34vd", _R34, _ENC_HALF, _DEC4, epochs=120, stop_epoch=117, backbone_lr=5e-5),
         _v2("rtdetrv2_r50vd_m", _R50, _ENC_HALF, _DEC6_M, epochs=84, stop_epoch=81, backbone_lr=1e-5),
         _v2("rtdetrv2_r50vd", _R50, _ENC, _DEC6, epochs=72, stop_epoch=71, backbone_lr=1e-5),
@@ -251,10 +267,26 @@ PRESETS: dict[str, RTDETRConfig] = {
         _v2("rtdetrv2_hgnetv2_x", _HG_X, _ENC_384, _DEC6, epochs=72, stop_epoch=71, backbone_lr=1e-6),
         _v2("rtdetrv2_hgnetv2_h", _HG_H, _ENC_512, _DEC6, epochs=72, stop_epoch=71, backbone_lr=5e-6),
         # Small models for CPUs and edge devices (no published weights).
-        _v2("rtdetrv2_hgnetv2_n", _HG_B0_S16, _ENC_N, _DEC_N, epochs=120, stop_epoch=117, backbone_lr=1e-4,
-            source=_V2_SMALL_SRC),
-        _v2("rtdetrv2_hgnetv2_s", _HG_B0, _ENC_S, _DEC_S, epochs=120, stop_epoch=117, backbone_lr=1e-4,
-            source=_V2_SMALL_SRC),
+        _v2(
+            "rtdetrv2_hgnetv2_n",
+            _HG_B0_S16,
+            _ENC_N,
+            _DEC_N,
+            epochs=120,
+            stop_epoch=117,
+            backbone_lr=1e-4,
+            source=_V2_SMALL_SRC,
+        ),
+        _v2(
+            "rtdetrv2_hgnetv2_s",
+            _HG_B0,
+            _ENC_S,
+            _DEC_S,
+            epochs=120,
+            stop_epoch=117,
+            backbone_lr=1e-4,
+            source=_V2_SMALL_SRC,
+        ),
     ]
 }
 

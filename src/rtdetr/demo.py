@@ -32,9 +32,18 @@ log = logging.getLogger(__name__)
 DEMO_CONF = 0.3
 
 DEMO_SETTINGS = dict(
-    batch_size=4, lr=4e-4, backbone_lr=4e-4, warmup_iters=30, ema_warmup=30, ema_decay=0.99,
-    lr_schedule="cosine", multi_scale=False, stop_epoch=0, eval_every=10**6, num_workers=None,
-)  # fmt: skip
+    batch_size=4,
+    lr=4e-4,
+    backbone_lr=4e-4,
+    warmup_iters=30,
+    ema_warmup=30,
+    ema_decay=0.99,
+    lr_schedule="cosine",
+    multi_scale=False,
+    stop_epoch=0,
+    eval_every=10**6,
+    num_workers=None,
+)
 
 
 def run_demo(
@@ -82,7 +91,9 @@ def run_demo(
 
 
 @torch.no_grad()
-def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = DEMO_CONF) -> tuple[int, int]:
+def _write_predictions(
+    trainer, data: Path, dest: Path, count: int, imgsz: int, conf: float = DEMO_CONF
+) -> tuple[int, int]:
     """Annotate the first ``count`` validation images with the EMA model's detections.
 
     Returns (images written, images with at least one detection at ``conf``).
@@ -103,6 +114,8 @@ def _write_predictions(trainer, data: Path, dest: Path, count: int, imgsz: int, 
         w, h = int(target["orig_size"][0]), int(target["orig_size"][1])
         (det,) = post(model(x[None].to(device)), torch.tensor([[w, h]], device=device))
         with_boxes += int(len(det["scores"]) > 0)
-        drawn = draw_detections(image.as_subclass(torch.Tensor), det["boxes"], det["labels"], det["scores"], class_names=raw.class_names)
+        drawn = draw_detections(
+            image.as_subclass(torch.Tensor), det["boxes"], det["labels"], det["scores"], class_names=raw.class_names
+        )
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(dest / f"{i:03d}.png")  # [3,H,W] -> HWC
     return min(count, len(raw)), with_boxes

@@ -128,7 +128,9 @@ def load_model(
         if weights is not None:
             raise UserError(f"weights={weights!r} is for preset names; {text} holds weights already")
         if path.suffix.lower() == ".onnx":
-            raise UserError(f"{path} is an exported ONNX graph, not a PyTorch model: run it with Detector.from_pretrained")
+            raise UserError(
+                f"{path} is an exported ONNX graph, not a PyTorch model: run it with Detector.from_pretrained"
+            )
         state = None
         if path.is_file() and path.suffix.lower() in (".pt", ".pth"):
             from .weights.formats import torch_load

@@ -175,8 +175,9 @@ def resolve_amp_dtype(
     if device.type == "cpu" and dtype == torch.bfloat16 and not force and not cpu_supports_bf16():
         log.warning(
             "amp: running in float32 instead of bf16 autocast: %s. amp_force=True (--amp-force) or %s=1 keeps bf16.",
-            _NOT_NATIVE_WHY.format(cap=_capability()), CPU_BF16_ENV,
-        )  # fmt: skip
+            _NOT_NATIVE_WHY.format(cap=_capability()),
+            CPU_BF16_ENV,
+        )
         return None
     return dtype
 
@@ -204,8 +205,10 @@ def warn_if_bf16_emulated(precision: str, device: torch.device) -> None:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 # keep_freed_memory() as glibc environment variables, read when a process starts
 KEEP_FREED_MEMORY_ENV: dict[str, str] = {
-    "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_ARENA_MAX": "1",
-}  # fmt: skip
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_ARENA_MAX": "1",
+}
 
 
 def keep_freed_memory() -> bool:

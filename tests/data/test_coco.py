@@ -132,8 +132,13 @@ def test_image_size_mismatch_is_an_error(tmp_path: Path):
 
 
 def test_resolve_coco2017_naming_and_shared_categories(tmp_path: Path):
-    write_coco(tmp_path, [(1, "t.png", 8, 8)], [{"image_id": 1, "category_id": 5, "bbox": [0, 0, 4, 4]}],
-               [(5, "five"), (2, "two")], split="train2017")
+    write_coco(
+        tmp_path,
+        [(1, "t.png", 8, 8)],
+        [{"image_id": 1, "category_id": 5, "bbox": [0, 0, 4, 4]}],
+        [(5, "five"), (2, "two")],
+        split="train2017",
+    )
     write_coco(tmp_path, [(1, "v.png", 8, 8)], [], [(5, "five"), (2, "two")], split="val2017")
     spec = resolve_dataset(tmp_path)
     assert sorted(spec.splits) == ["train", "val"] and spec.category_ids == [2, 5]
@@ -145,8 +150,13 @@ def test_resolve_coco2017_naming_and_shared_categories(tmp_path: Path):
 
 
 def test_coco_yaml(tmp_path: Path):
-    write_coco(tmp_path / "d", [(1, "t.png", 8, 8)], [{"image_id": 1, "category_id": 5, "bbox": [0, 0, 4, 4]}],
-               [(5, "five")], split="val")
+    write_coco(
+        tmp_path / "d",
+        [(1, "t.png", 8, 8)],
+        [{"image_id": 1, "category_id": 5, "bbox": [0, 0, 4, 4]}],
+        [(5, "five")],
+        split="val",
+    )
     yaml_path = tmp_path / "coco.yaml"
     yaml_path.write_text("format: coco\npath: d\nval: {images: val, annotations: annotations/instances_val.json}\n")
     spec = resolve_dataset(yaml_path)

@@ -38,12 +38,14 @@ def gt_as_predictions(gt: dict, keep=lambda ann: True) -> list[dict]:
     for img in gt["images"]:
         anns = [a for a in gt["annotations"] if a["image_id"] == img["id"] and keep(a)]
         xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
-        preds.append({
-            "image_id": img["id"],
-            "boxes": torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.full((len(anns),), 0.9),
-            "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
-        })
+        preds.append(
+            {
+                "image_id": img["id"],
+                "boxes": torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4),
+                "scores": torch.full((len(anns),), 0.9),
+                "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            }
+        )
     return preds
 
 
@@ -63,12 +65,23 @@ def test_perfect_predictions(backend, capsys):
 
 
 def test_shifted_box_iou_between_050_and_075(backend):
-    gt = {"images": [{"id": 7, "width": 300, "height": 300}], "categories": [{"id": 2, "name": "x"}],
-          "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [0, 0, 100, 100]}]}  # no area/iscrowd
+    gt = {
+        "images": [{"id": 7, "width": 300, "height": 300}],
+        "categories": [{"id": 2, "name": "x"}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [0, 0, 100, 100]}],
+    }  # no area/iscrowd
     ev = CocoEvaluator(gt, backend=backend)
     # IoU = 100*100 / (100*150) = 2/3: matched at thresholds 0.50, 0.55, 0.60, 0.65 only.
-    ev.update([{"image_id": 7, "boxes": np.array([[0.0, 0.0, 100.0, 150.0]]), "scores": np.array([0.8]),
-                "labels": np.array([2])}])
+    ev.update(
+        [
+            {
+                "image_id": 7,
+                "boxes": np.array([[0.0, 0.0, 100.0, 150.0]]),
+                "scores": np.array([0.8]),
+                "labels": np.array([2]),
+            }
+        ]
+    )
     m = ev.compute()
     assert m["AP50"] == pytest.approx(1.0)
     assert m["AP75"] == pytest.approx(0.0)
@@ -77,13 +90,26 @@ def test_shifted_box_iou_between_050_and_075(backend):
 
 
 def test_half_detected_with_top_scoring_false_positive(backend):
-    gt = {"images": [{"id": 1, "width": 500, "height": 500}], "categories": [{"id": 1, "name": "a"}],
-          "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [i * 100, 0, 50, 50],
-                           "area": 2500, "iscrowd": 0} for i in range(4)]}
+    gt = {
+        "images": [{"id": 1, "width": 500, "height": 500}],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [i * 100, 0, 50, 50], "area": 2500, "iscrowd": 0}
+            for i in range(4)
+        ],
+    }
     ev = CocoEvaluator(gt, backend=backend)
     boxes = torch.tensor([[0, 300, 50, 350], [0, 0, 50, 50], [100, 0, 150, 50]], dtype=torch.float64)
-    ev.update([{"image_id": 1, "boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64),
-                "labels": torch.tensor([1, 1, 1])}])
+    ev.update(
+        [
+            {
+                "image_id": 1,
+                "boxes": boxes,
+                "scores": torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64),
+                "labels": torch.tensor([1, 1, 1]),
+            }
+        ]
+    )
     m = ev.summarize()
     # FP then 2 TPs: recall reaches 0.5 with interpolated precision 2/3 at all 51 recall points <= 0.5.
     expected = (2 / 3) * 51 / R
@@ -154,9 +180,11 @@ def test_results_json_round_trip(tmp_path):
 def test_unknown_image_and_category_ids():
     gt = make_gt()
     ev = CocoEvaluator(gt)
-    bad = [{"image_id": 42, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]},
-           {"image_id": 1, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]},
-           {"image_id": 99, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]}]
+    bad = [
+        {"image_id": 42, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]},
+        {"image_id": 1, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]},
+        {"image_id": 99, "boxes": [[0, 0, 1, 1]], "scores": [1.0], "labels": [1]},
+    ]
     with pytest.raises(ValueError, match=r"\[42, 99\]"):
         ev.update(bad)
     assert ev.results_json() == []
@@ -189,14 +217,28 @@ def random_case(seed: int = 0) -> tuple[dict, list[dict]]:
         wh = rng.uniform(8, 220, (n, 2))
         cats = rng.choice([1, 3, 5], n)
         for b, c in zip(np.concatenate([xy, wh], 1), cats):
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": int(c), "bbox": b.tolist(),
-                         "area": float(b[2] * b[3]), "iscrowd": int(rng.random() < 0.1)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": int(c),
+                    "bbox": b.tolist(),
+                    "area": float(b[2] * b[3]),
+                    "iscrowd": int(rng.random() < 0.1),
+                }
+            )
         m = int(rng.integers(0, 8))
         pxy = np.concatenate([xy, rng.uniform(0, 400, (max(m - n, 0), 2))])[:m] + rng.normal(0, 6, (m, 2))
         pwh = np.concatenate([wh, rng.uniform(8, 220, (max(m - n, 0), 2))])[:m] * rng.uniform(0.8, 1.2, (m, 2))
         pcats = np.concatenate([cats, rng.choice([1, 3, 5], max(m - n, 0))])[:m]
-        preds.append({"image_id": img_id, "boxes": torch.from_numpy(np.concatenate([pxy, pxy + pwh], 1)),
-                      "scores": torch.from_numpy(rng.uniform(0.05, 1, m)), "labels": torch.from_numpy(pcats)})
+        preds.append(
+            {
+                "image_id": img_id,
+                "boxes": torch.from_numpy(np.concatenate([pxy, pxy + pwh], 1)),
+                "scores": torch.from_numpy(rng.uniform(0.05, 1, m)),
+                "labels": torch.from_numpy(pcats),
+            }
+        )
     cats = [{"id": c, "name": n} for c, n in ((1, "a"), (3, "b"), (5, "c"))]
     return {"images": images, "annotations": anns, "categories": cats}, preds
 

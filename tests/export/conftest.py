@@ -87,7 +87,24 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 def cli_int8(calib_dir, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """``rtdetr export --int8`` of the tiny preset: (fp32 path, int8 path, printed report)."""
     out = tmp_path_factory.mktemp("cli_int8") / "tiny_int8.onnx"
-    code, text = run_cli(["--model", TINY, "--num-classes", "6", "--imgsz", str(IMGSZ), "--int8", "--calib",
-                          str(calib_dir), "--calib-images", "8", "--out", str(out), "--threads", "1"])  # fmt: skip
+    code, text = run_cli(
+        [
+            "--model",
+            TINY,
+            "--num-classes",
+            "6",
+            "--imgsz",
+            str(IMGSZ),
+            "--int8",
+            "--calib",
+            str(calib_dir),
+            "--calib-images",
+            "8",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0, text
     return out.with_name("tiny_fp32.onnx"), out, text

@@ -24,8 +24,21 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_exports_and_checks(tmp_path, capsys):
     out = tmp_path / "tiny.onnx"
-    args = _parse(["--model", "rtdetrv2_hgnetv2_n", "--num-classes", "3", "--imgsz", str(IMGSZ),
-                   "--dynamic-batch", "--out", str(out), "--threads", "1"])  # fmt: skip
+    args = _parse(
+        [
+            "--model",
+            "rtdetrv2_hgnetv2_n",
+            "--num-classes",
+            "3",
+            "--imgsz",
+            str(IMGSZ),
+            "--dynamic-batch",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert f"wrote {out}" in text and "onnxruntime vs PyTorch: PASS" in text

@@ -109,7 +109,9 @@ def test_detector_serves_the_onnx_file_like_the_torch_model(tiny_model, tiny_onn
     onnx_det = Detector.from_pretrained(tiny_onnx)
     assert onnx_det.imgsz == IMGSZ and onnx_det.class_names == CLASS_NAMES
     (got,) = onnx_det.predict_images([image], conf=0.0, max_det=20)
-    torch_det = Detector(copy.deepcopy(tiny_model), imgsz=IMGSZ, precision="fp32")  # TorchBackend fuses its model in place
+    torch_det = Detector(
+        copy.deepcopy(tiny_model), imgsz=IMGSZ, precision="fp32"
+    )  # TorchBackend fuses its model in place
     (ref,) = torch_det.predict_images([image], conf=0.0, max_det=20)
     report = compare_detections(
         (ref.labels[None], ref.boxes[None], ref.scores[None]), (got.labels[None], got.boxes[None], got.scores[None])

@@ -104,8 +104,13 @@ def _int8_weights(path: Path) -> np.ndarray:
     from onnx import numpy_helper
 
     proto = onnx.load(str(path))
-    return np.concatenate([numpy_helper.to_array(t).ravel() for t in proto.graph.initializer
-                           if t.data_type == onnx.TensorProto.INT8 and t.dims])  # fmt: skip
+    return np.concatenate(
+        [
+            numpy_helper.to_array(t).ravel()
+            for t in proto.graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and t.dims
+        ]
+    )
 
 
 def test_default_int8_cannot_saturate_without_vnni_and_full_range_is_opt_in(features_onnx, calib_dir, tmp_path, caplog):
@@ -130,11 +135,18 @@ def test_int8_metadata_records_the_scheme(cli_int8, tiny_onnx):
     fp32_path, out, text = cli_int8
     scheme = read_onnx_metadata(out).quantization
     assert scheme == {
-        "format": "QDQ", "activations": "uint8", "weights": "int8", "weight_bits": 7, "reduce_range": True,
-        "per_channel": True, "calibration": "minmax", "calibration_images": 8,
-        "quantized": "backbone, encoder, decoder input projections", "onnxruntime": ort.__version__,
+        "format": "QDQ",
+        "activations": "uint8",
+        "weights": "int8",
+        "weight_bits": 7,
+        "reduce_range": True,
+        "per_channel": True,
+        "calibration": "minmax",
+        "calibration_images": 8,
+        "quantized": "backbone, encoder, decoder input projections",
+        "onnxruntime": ort.__version__,
         "saturation_free_on_avx2": True,
-    }  # fmt: skip
+    }
     assert "7-bit" in text and "every x86 CPU" in text  # the CLI says which scheme it wrote
     # What a runtime sees: the onnxruntime session's metadata map carries it as a JSON object.
     props = OnnxBackend(out, threads=1).session.get_modelmeta().custom_metadata_map

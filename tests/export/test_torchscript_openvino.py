@@ -97,11 +97,20 @@ def test_openvino_dynamic_batch_ir_matches_eager_on_avx2_kernels(tiny_model, tin
 
     import rtdetr
 
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(rtdetr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(rtdetr.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     out = tmp_path / "ov.npz"
-    proc = subprocess.run([sys.executable, "-c", _RUN_IR_AVX2, str(tiny_ir), str(out), str(IMGSZ)],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_IR_AVX2, str(tiny_ir), str(out), str(IMGSZ)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(out)
     for batch in (1, 3):

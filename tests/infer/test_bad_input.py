@@ -99,8 +99,12 @@ def test_predict_missing_source_in_a_fresh_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(
         [sys.executable, "-m", "rtdetr.cli", "predict", "missing.jpg", "--model", "no_such_model"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     (line,) = [line for line in res.stderr.splitlines() if "error:" in line]

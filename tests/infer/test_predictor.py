@@ -121,7 +121,8 @@ def test_batch_equals_single_images(detector):
     # The comparison is strict enough to see results handed to the wrong image.
     with pytest.raises(AssertionError):
         _assert_same_detections(
-            (singles[0].labels, singles[0].boxes, singles[0].scores), (batched[2].labels, batched[2].boxes, batched[2].scores)
+            (singles[0].labels, singles[0].boxes, singles[0].scores),
+            (batched[2].labels, batched[2].boxes, batched[2].scores),
         )
 
 

@@ -54,7 +54,12 @@ def test_numpy_kinds(array, expected_pixel):
 def test_pil_modes_convert_to_rgb():
     rgb = _rgb()
     pal = Image.fromarray(rgb).convert("P")
-    for image in (Image.fromarray(rgb).convert("L"), Image.fromarray(rgb).convert("RGBA"), pal, Image.fromarray(rgb).convert("CMYK")):
+    for image in (
+        Image.fromarray(rgb).convert("L"),
+        Image.fromarray(rgb).convert("RGBA"),
+        pal,
+        Image.fromarray(rgb).convert("CMYK"),
+    ):
         (frame,) = iter_frames(image)
         assert frame.image.shape == (3, 20, 30) and frame.image.dtype == torch.uint8
 

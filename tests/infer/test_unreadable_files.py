@@ -108,8 +108,23 @@ def cli_detector(detector, monkeypatch):
 
 
 def _predict(folder, out, *extra):
-    return main(["predict", str(folder), "--model", "rtdetrv2_hgnetv2_n", "--device", "cpu", "--conf", "0",
-                 "--max-det", "2", "--out", str(out), *extra])  # fmt: skip
+    return main(
+        [
+            "predict",
+            str(folder),
+            "--model",
+            "rtdetrv2_hgnetv2_n",
+            "--device",
+            "cpu",
+            "--conf",
+            "0",
+            "--max-det",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_cli_predict_skips_counts_and_finishes(cli_detector, mixed_folder, tmp_path, capsys):

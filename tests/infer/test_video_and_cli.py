@@ -51,8 +51,24 @@ def test_cli_predict_writes_images_video_and_coco_json(tmp_path, capsys):
         Image.fromarray((np.random.default_rng(i).random((70, 90, 3)) * 255).astype(np.uint8)).save(src / f"im{i}.jpg")
     _write_video(src / "clip.avi", n=3)
     out = tmp_path / "out"
-    rc = main(["predict", str(src), "--model", "rtdetrv2_hgnetv2_n", "--imgsz", "256", "--conf", "0.0",
-               "--max-det", "5", "--out", str(out), "--batch-size", "2"])  # fmt: skip
+    rc = main(
+        [
+            "predict",
+            str(src),
+            "--model",
+            "rtdetrv2_hgnetv2_n",
+            "--imgsz",
+            "256",
+            "--conf",
+            "0.0",
+            "--max-det",
+            "5",
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert rc == 0
     assert "5 image(s)/frame(s)" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"im0.jpg", "im1.jpg", "clip.mp4", "predictions.json", "images.json"}
@@ -70,7 +86,10 @@ def test_cli_predict_writes_images_video_and_coco_json(tmp_path, capsys):
     from faster_coco_eval import COCO
 
     gt = COCO()
-    gt.dataset = {"images": [{"id": i, "width": 90, "height": 70} for i in range(5)], "annotations": [],
-                  "categories": [{"id": c} for c in range(80)]}  # fmt: skip
+    gt.dataset = {
+        "images": [{"id": i, "width": 90, "height": 70} for i in range(5)],
+        "annotations": [],
+        "categories": [{"id": c} for c in range(80)],
+    }
     gt.createIndex()
     assert len(gt.loadRes(str(out / "predictions.json")).getAnnIds()) == 25

@@ -172,7 +172,13 @@ def test_overrides_and_errors():
         rtdetr.build_model("rtdetr_r19vd")
     with pytest.raises(ValueError, match="eval_idx"):
         rtdetr.build_model("rtdetr_r18vd", eval_idx=3)
-    assert set(rtdetr.list_models()) >= {"rtdetr_r18vd", "rtdetr_r34vd", "rtdetr_r50vd_m", "rtdetr_r50vd", "rtdetr_r101vd"}
+    assert set(rtdetr.list_models()) >= {
+        "rtdetr_r18vd",
+        "rtdetr_r34vd",
+        "rtdetr_r50vd_m",
+        "rtdetr_r50vd",
+        "rtdetr_r101vd",
+    }
 
 
 def test_frozen_backbone_settings():

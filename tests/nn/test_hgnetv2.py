@@ -40,7 +40,7 @@ class _Wrapper(nn.Module):
 @pytest.mark.skipif(not MANIFEST.exists(), reason=f"reference manifest {MANIFEST} not found")
 def test_state_dict_matches_reference_manifest() -> None:
     entries = json.loads(MANIFEST.read_text())
-    expected = [(k[len("backbone."):], list(shape)) for k, shape, _ in entries if k.startswith("backbone.")]
+    expected = [(k[len("backbone.") :], list(shape)) for k, shape, _ in entries if k.startswith("backbone.")]
     got = [(k, list(v.shape)) for k, v in HGNetv2(name="L", freeze_norm=True).state_dict().items()]
     assert got == expected
 

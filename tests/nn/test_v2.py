@@ -18,8 +18,16 @@ from rtdetr.summary import summarize
 from ..conftest import assert_matches_forward_fixture, filled_double_model, reference_file
 
 V2_PRESETS = [
-    "rtdetrv2_r18vd", "rtdetrv2_r34vd", "rtdetrv2_r50vd_m", "rtdetrv2_r50vd", "rtdetrv2_r101vd",
-    "rtdetrv2_hgnetv2_l", "rtdetrv2_hgnetv2_x", "rtdetrv2_hgnetv2_h", "rtdetrv2_hgnetv2_n", "rtdetrv2_hgnetv2_s",
+    "rtdetrv2_r18vd",
+    "rtdetrv2_r34vd",
+    "rtdetrv2_r50vd_m",
+    "rtdetrv2_r50vd",
+    "rtdetrv2_r101vd",
+    "rtdetrv2_hgnetv2_l",
+    "rtdetrv2_hgnetv2_x",
+    "rtdetrv2_hgnetv2_h",
+    "rtdetrv2_hgnetv2_n",
+    "rtdetrv2_hgnetv2_s",
 ]
 
 

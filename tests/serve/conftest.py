@@ -187,9 +187,15 @@ def fake_server():
 
     detector = FakeDetector(delay_s=0.01)
     app = create_app(
-        detector, model_name="fake", max_batch=4, max_wait_ms=20, queue_size=32,
-        max_upload_bytes=1024 * 1024, max_image_pixels=4_000_000, max_image_side=8000,
-    )  # fmt: skip
+        detector,
+        model_name="fake",
+        max_batch=4,
+        max_wait_ms=20,
+        queue_size=32,
+        max_upload_bytes=1024 * 1024,
+        max_image_pixels=4_000_000,
+        max_image_side=8000,
+    )
     with LiveServer(app) as server:
         wait_ready(server.url)
         server.detector = detector

@@ -55,8 +55,12 @@ def test_python_m_rtdetr_serve_has_the_same_contract(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(
         [sys.executable, "-m", "rtdetr.serve", "--model", "rtdetrv2_hgnetv2_n", "--port", "99999"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     (line,) = [line for line in res.stderr.splitlines() if "error:" in line]

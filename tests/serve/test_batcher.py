@@ -237,8 +237,14 @@ def test_default_conf_is_the_one_constant_everywhere():
     from rtdetr.infer.results import DEFAULT_CONF
 
     assert DEFAULT_CONF == 0.5
-    for fn in (DynamicBatcher.submit, DynamicBatcher.detect, Detector.predict, Detector.stream,
-               Detector.predict_images, benchmark_detector):  # fmt: skip
+    for fn in (
+        DynamicBatcher.submit,
+        DynamicBatcher.detect,
+        Detector.predict,
+        Detector.stream,
+        Detector.predict_images,
+        benchmark_detector,
+    ):
         assert inspect.signature(fn).parameters["conf"].default == DEFAULT_CONF, fn.__qualname__
     # Behaviour: a request without conf gets what Detector.predict gives by default (score >= 0.5).
     batcher = DynamicBatcher(FakeDetector(), max_batch=1, queue_size=4, warmup=False)

@@ -45,8 +45,24 @@ def test_command_serves_a_model_and_stops_on_sigint():
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
     port = _free_port()
-    cmd = [sys.executable, "-m", "rtdetr.serve", "--model", "rtdetrv2_hgnetv2_n", "--imgsz", "320", "--device", "cpu",
-           "--port", str(port), "--max-batch", "2", "--workers-threads", "1", "--no-access-log"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdetr.serve",
+        "--model",
+        "rtdetrv2_hgnetv2_n",
+        "--imgsz",
+        "320",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--max-batch",
+        "2",
+        "--workers-threads",
+        "1",
+        "--no-access-log",
+    ]
     env = {**os.environ, "RTDETR_API_KEY": "from-env"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -163,9 +163,20 @@ def test_bad_images(fake_server, data, status, words):
 
 @pytest.mark.parametrize(
     "params",
-    [{"conf": "abc"}, {"conf": 2}, {"conf": -0.1}, {"conf": "nan"}, {"max_det": 0}, {"max_det": "many"},
-     {"max_det": 10**6}, {"classes": "dog"}, {"classes": 7}, {"classes": -1}, {"annotated": "perhaps"}],
-)  # fmt: skip
+    [
+        {"conf": "abc"},
+        {"conf": 2},
+        {"conf": -0.1},
+        {"conf": "nan"},
+        {"max_det": 0},
+        {"max_det": "many"},
+        {"max_det": 10**6},
+        {"classes": "dog"},
+        {"classes": 7},
+        {"classes": -1},
+        {"annotated": "perhaps"},
+    ],
+)
 def test_wrong_parameters_are_422(fake_server, params):
     res = _post_file(fake_server.url, image_bytes(), params)
     assert res.status_code == 422, res.text

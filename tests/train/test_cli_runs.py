@@ -9,8 +9,26 @@ import pytest
 from rtdetr.cli import main
 from rtdetr.errors import UserError
 
-SMALL = ["--model", "rtdetrv2_hgnetv2_n", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--epochs", "1",
-         "--warmup-iters", "2", "--ema-warmup", "2", "--set", "num_queries=10", "--device", "cpu"]  # fmt: skip
+SMALL = [
+    "--model",
+    "rtdetrv2_hgnetv2_n",
+    "--imgsz",
+    "64",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--epochs",
+    "1",
+    "--warmup-iters",
+    "2",
+    "--ema-warmup",
+    "2",
+    "--set",
+    "num_queries=10",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +83,20 @@ def test_run_folder_numbering(tmp_path):
     ],
 )
 def test_bad_training_flags_are_user_errors(data, tmp_path, flags, message):
-    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "rtdetrv2_hgnetv2_n",
-            "--workers", "0", "--device", "cpu", *flags]  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        "rtdetrv2_hgnetv2_n",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        *flags,
+    ]
     if "--device" in flags:
         args = args[: args.index("--device")] + args[args.index("--device") + 2 :]  # the case's own --device only
     with pytest.raises(UserError, match=message):

@@ -146,7 +146,9 @@ def test_agnostic_query_selection_trains_the_objectness_head():
     import rtdetr
 
     torch.manual_seed(0)
-    model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=5, num_queries=20, query_select_method="agnostic").train()
+    model = rtdetr.build_model(
+        "rtdetrv2_hgnetv2_n", num_classes=5, num_queries=20, query_select_method="agnostic"
+    ).train()
     targets = [
         {"labels": torch.tensor([3, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]])},
         {"labels": torch.tensor([4]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},

@@ -52,9 +52,17 @@ def _trainer(tmp_path: Path, epochs: int, **kw) -> Trainer:
     torch.manual_seed(0)
     model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20)
     cfg = TrainConfig(
-        epochs=epochs, batch_size=2, imgsz=96, warmup_iters=2, ema_warmup=2, num_workers=0,
-        out_dir=str(tmp_path), progress=False, device="cpu", **kw,
-    )  # fmt: skip
+        epochs=epochs,
+        batch_size=2,
+        imgsz=96,
+        warmup_iters=2,
+        ema_warmup=2,
+        num_workers=0,
+        out_dir=str(tmp_path),
+        progress=False,
+        device="cpu",
+        **kw,
+    )
     return Trainer(model, TinyBoxes(), config=cfg, collate_fn=collate)
 
 
@@ -83,7 +91,9 @@ def test_resume_is_exact(tmp_path):
     _assert_same_state(full.ema.module.state_dict(), resumed.ema.module.state_dict())
     # and training really changed the weights
     fresh = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20).state_dict()
-    assert not torch.equal(fresh["decoder.enc_score_head.weight"], full.model.state_dict()["decoder.enc_score_head.weight"])
+    assert not torch.equal(
+        fresh["decoder.enc_score_head.weight"], full.model.state_dict()["decoder.enc_score_head.weight"]
+    )
 
 
 def test_non_finite_loss_names_step_and_term(tmp_path):

@@ -39,14 +39,18 @@ def test_multi_scale_sizes_too_small_for_the_queries_are_dropped_with_a_log_line
 
 
 def test_an_imgsz_too_small_for_the_queries_names_the_fixes(nano):
-    with pytest.raises(UserError, match=r"--imgsz 160 gives 125 encoder tokens.*--imgsz 256 or more.*--set num_queries=125"):
+    with pytest.raises(
+        UserError, match=r"--imgsz 160 gives 125 encoder tokens.*--imgsz 256 or more.*--set num_queries=125"
+    ):
         fit_multi_scales(nano, 160, None)
 
 
 def test_the_trainer_refuses_multi_scale_sizes_the_model_cannot_take(tmp_path):
     model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=3, num_queries=30)  # 64 px: 16 + 4 tokens
     cfg = TrainConfig(epochs=1, batch_size=2, imgsz=96, out_dir=str(tmp_path), progress=False, device="cpu")
-    with pytest.raises(UserError, match=r"training size 64 px gives 20 encoder tokens.*--set num_queries=20.*--no-multi-scale"):
+    with pytest.raises(
+        UserError, match=r"training size 64 px gives 20 encoder tokens.*--set num_queries=20.*--no-multi-scale"
+    ):
         Trainer(model, TinyBoxes(n=2, size=96), config=cfg, collate_fn=BatchCollator(multi_scales=[64, 96, 128]))
 
 
@@ -56,9 +60,17 @@ def test_nano_at_320_trains_at_the_smallest_default_multi_scale_size(tmp_path):
 
     data = generate_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, imgsz=64)
     cfg = TrainConfig(
-        epochs=1, batch_size=2, imgsz=320, device="cpu", out_dir=str(tmp_path / "run"), num_workers=0,
-        progress=False, max_steps_per_epoch=1, ema=False, stop_epoch=None,
-    )  # fmt: skip
+        epochs=1,
+        batch_size=2,
+        imgsz=320,
+        device="cpu",
+        out_dir=str(tmp_path / "run"),
+        num_workers=0,
+        progress=False,
+        max_steps_per_epoch=1,
+        ema=False,
+        stop_epoch=None,
+    )
     trainer = build_trainer("rtdetrv2_hgnetv2_n", data, cfg)
     smallest = min(trainer.collate_fn.multi_scales)
     assert trainer.model.decoder.num_queries == 300 and smallest == 256

@@ -26,8 +26,7 @@ def _random_case(sizes: list[int], num_queries: int = 20, num_classes: int = 10,
         "pred_boxes": _random_boxes(bs * num_queries, gen).view(bs, num_queries, 4),
     }
     targets = [
-        {"labels": torch.randint(0, num_classes, (n,), generator=gen), "boxes": _random_boxes(n, gen)}
-        for n in sizes
+        {"labels": torch.randint(0, num_classes, (n,), generator=gen), "boxes": _random_boxes(n, gen)} for n in sizes
     ]
     return outputs, targets
 

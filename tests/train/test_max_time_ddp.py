@@ -33,7 +33,9 @@ class SlowOnRankOne(Dataset):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     import rtdetr
     from rtdetr.train.engine import Trainer
@@ -42,9 +44,17 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.manual_seed(0)
     model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=3, num_queries=10, num_denoising=10)
     cfg = TrainConfig(
-        epochs=1000, batch_size=2, imgsz=64, warmup_iters=1, num_workers=0, out_dir=out_dir, progress=False,
-        device="cpu", ema=False, max_time_s=3.0,
-    )  # fmt: skip
+        epochs=1000,
+        batch_size=2,
+        imgsz=64,
+        warmup_iters=1,
+        num_workers=0,
+        out_dir=out_dir,
+        progress=False,
+        device="cpu",
+        ema=False,
+        max_time_s=3.0,
+    )
     trainer = Trainer(model, SlowOnRankOne(), config=cfg, collate_fn=collate)
     if rank == 1:
         # Starts its budget 8 s after rank 0. Rank 0's first step waits for rank 1, so it ends

@@ -42,9 +42,18 @@ def _trainer(out: Path, epochs: int, aps: list[float] | None = None, **kw) -> Tr
     torch.manual_seed(0)
     model = rtdetr.build_model("rtdetrv2_hgnetv2_n", num_classes=3, num_queries=10, num_denoising=10)
     cfg = TrainConfig(
-        epochs=epochs, batch_size=2, imgsz=64, warmup_iters=2, ema_warmup=2, num_workers=0, out_dir=str(out),
-        progress=False, device="cpu", max_steps_per_epoch=1, **kw,
-    )  # fmt: skip
+        epochs=epochs,
+        batch_size=2,
+        imgsz=64,
+        warmup_iters=2,
+        ema_warmup=2,
+        num_workers=0,
+        out_dir=str(out),
+        progress=False,
+        device="cpu",
+        max_steps_per_epoch=1,
+        **kw,
+    )
     evaluation = {}
     if aps is not None:
         evaluation = dict(val_dataset=TinyBoxes(n=2, size=64), make_evaluator=lambda: ScriptedEvaluator(aps))

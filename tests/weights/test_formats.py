@@ -55,9 +55,15 @@ def test_layouts_are_detected_and_load(model, tmp_path, layout, fmt, state_key):
         "model": {"model": sd, "last_epoch": 3},
         "ema": {"ema": {"module": sd, "updates": 5}, "model": {k: v + 1 for k, v in sd.items()}},
         # this package's training checkpoints: EMA off, RNG state with numpy arrays, config dict
-        "training": {"model": sd, "ema": None, "rng": capture_rng_state(), "class_names": names,
-                     "config": to_plain(rtdetr.get_config("rtdetr_r18vd")), "epoch": 2},
-    }[layout]  # fmt: skip
+        "training": {
+            "model": sd,
+            "ema": None,
+            "rng": capture_rng_state(),
+            "class_names": names,
+            "config": to_plain(rtdetr.get_config("rtdetr_r18vd")),
+            "epoch": 2,
+        },
+    }[layout]
     torch.save(obj, tmp_path / "w.pth")
     report = load_weights(model, tmp_path / "w.pth")
     assert (report.format, report.state_key) == (fmt, state_key)

@@ -149,9 +149,7 @@ def _object_colour(rng: np.random.Generator, around: np.ndarray) -> np.ndarray:
     return colour.astype(np.float32)
 
 
-def _draw_object(
-    rng: np.random.Generator, size: int, kind: str
-) -> tuple[int, int, np.ndarray, int]:
+def _draw_object(rng: np.random.Generator, size: int, kind: str) -> tuple[int, int, np.ndarray, int]:
     """Sample one object's geometry; returns (x0, y0, mask clipped to the image, full area)."""
     diameter = math.exp(rng.uniform(math.log(12), math.log(max(13.0, 0.5 * size))))
     r = diameter / 2
@@ -227,9 +225,7 @@ def render_image(rng: np.random.Generator, size: int = 320, num_classes: int = l
     return result
 
 
-def _write_split(
-    out: Path, split: str, count: int, size: int, seed: int, num_classes: int, image_format: str
-) -> dict:
+def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_classes: int, image_format: str) -> dict:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []

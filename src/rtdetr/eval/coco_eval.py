@@ -151,8 +151,7 @@ class CocoEvaluator:
             labels = _to_numpy(pred["labels"], "labels").reshape(-1)
             if not len(boxes) == len(scores) == len(labels):
                 raise ValueError(
-                    f"image {image_id}: boxes/scores/labels lengths differ "
-                    f"({len(boxes)}, {len(scores)}, {len(labels)})"
+                    f"image {image_id}: boxes/scores/labels lengths differ ({len(boxes)}, {len(scores)}, {len(labels)})"
                 )
             unknown = sorted(set(labels.astype(np.int64).tolist()) - set(self.category_ids))
             if unknown:

@@ -107,14 +107,23 @@ def compare_detections(
     """
     r_lab, r_box, r_sco = (_np(t) for t in reference)
     c_lab, c_box, c_sco = (_np(t) for t in candidate)
-    criteria = dict(box_atol=box_atol, score_atol=score_atol, score_threshold=score_threshold, max_detections=max_detections)
+    criteria = dict(
+        box_atol=box_atol, score_atol=score_atol, score_threshold=score_threshold, max_detections=max_detections
+    )
     shape_error = _shape_error(r_lab, r_box, r_sco, c_lab, c_box, c_sco)
     if shape_error:
         # A wrong output shape is a failed export (e.g. a runtime that lost the dynamic batch), not a crash
         # of the checker: every reference detection counts as unmatched.
         expected = sum(min(max_detections, int((row >= score_threshold).sum())) for row in r_sco)
-        return ParityReport(name=name, compared=max(expected, 1), unmatched=max(expected, 1), max_box_diff=0.0,
-                            max_score_diff=0.0, failures=[shape_error], **criteria)  # fmt: skip
+        return ParityReport(
+            name=name,
+            compared=max(expected, 1),
+            unmatched=max(expected, 1),
+            max_box_diff=0.0,
+            max_score_diff=0.0,
+            failures=[shape_error],
+            **criteria,
+        )
     compared = unmatched = 0
     max_box = max_score = 0.0
     failures: list[str] = []
@@ -147,9 +156,14 @@ def compare_detections(
             max_box = max(max_box, box_diff)
             max_score = max(max_score, float(abs(c_sco[b, j] - r_sco[b, i])))
     return ParityReport(
-        name=name, compared=compared, unmatched=unmatched, max_box_diff=max_box, max_score_diff=max_score,
-        failures=failures, **criteria,
-    )  # fmt: skip
+        name=name,
+        compared=compared,
+        unmatched=unmatched,
+        max_box_diff=max_box,
+        max_score_diff=max_score,
+        failures=failures,
+        **criteria,
+    )
 
 
 def _shape_error(r_lab, r_box, r_sco, c_lab, c_box, c_sco) -> str | None:
@@ -225,10 +239,13 @@ def detection_agreement(
                 score_diffs.append(abs(float(r_sco[b, i]) - float(c_sco[b, same[j]])))
     arr = np.asarray(ious)
     return AgreementReport(
-        name=name, compared=len(arr), top_k=top_k, matched=float((arr >= 0.5).mean()) if len(arr) else 0.0,
+        name=name,
+        compared=len(arr),
+        top_k=top_k,
+        matched=float((arr >= 0.5).mean()) if len(arr) else 0.0,
         mean_iou=float(arr.mean()) if len(arr) else 0.0,
         mean_score_diff=float(np.mean(score_diffs)) if score_diffs else float("nan"),
-    )  # fmt: skip
+    )
 
 
 def _runner(path: Path, threads: int | None) -> tuple[str, Callable[[Tensor, Tensor], Detections]]:
@@ -295,8 +312,13 @@ def check_export(
     images, sizes = inputs if inputs is not None else example_inputs(imgsz, batch=batch, seed=1)
     name, reference, candidate = run_both(path, model, images, sizes, threads=threads)
     report = compare_detections(
-        reference, candidate, name=name, score_threshold=score_threshold, max_detections=max_detections,
-        box_atol=box_atol, score_atol=score_atol,
-    )  # fmt: skip
+        reference,
+        candidate,
+        name=name,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        box_atol=box_atol,
+        score_atol=score_atol,
+    )
     log.info("%s", report.summary())
     return report

@@ -36,23 +36,30 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
             "orig_target_sizes int64 [B,2] (w,h); outputs labels [B,K], boxes [B,K,4] xyxy px, scores [B,K]."
         ),
     )
-    p.add_argument("--model", required=True, help="preset name (see `rtdetr info`), training checkpoint or weights file")
+    p.add_argument(
+        "--model", required=True, help="preset name (see `rtdetr info`), training checkpoint or weights file"
+    )
     p.add_argument("--weights", default=None, help="weights for a preset name (registry tag, file, URL, hf:ORG/NAME)")
     p.add_argument("--num-classes", type=int, default=None, help="classes of a preset without weights (default 80)")
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--imgsz", type=int, default=None, help="square input side, multiple of 32 (default: the model's, 640)")
+    p.add_argument(
+        "--imgsz", type=int, default=None, help="square input side, multiple of 32 (default: the model's, 640)"
+    )
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (ONNX / OpenVINO)")
     p.add_argument("--half", action="store_true", help="fp16 network (GPU runtimes; slow on most CPUs)")
     p.add_argument("--int8", action="store_true", help="ONNX int8 static quantization (QDQ), calibrated on --calib")
     p.add_argument("--calib", default=None, help="folder of representative images for --int8")
     p.add_argument("--calib-images", type=int, default=64, help="calibration images used (default 64)")
     p.add_argument(
-        "--int8-full-range", action="store_true",
+        "--int8-full-range",
+        action="store_true",
         help="--int8 with 8-bit instead of 7-bit weights: a little more accurate on CPUs with VNNI "
         "(AVX512-VNNI / AVX-VNNI), wrong (saturated) results on CPUs without it; see docs/export_int8.md",
-    )  # fmt: skip
-    p.add_argument("--out", default=None, help="output file (default: derived from the model name, in the current folder)")
+    )
+    p.add_argument(
+        "--out", default=None, help="output file (default: derived from the model name, in the current folder)"
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, minimum 16)")
     p.add_argument("--no-check", action="store_true", help="skip the runtime-vs-PyTorch parity check")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the parity check's runtime")
@@ -117,10 +124,15 @@ def _int8_scheme_line(path: Path) -> str:
     from .onnx import read_onnx_metadata
 
     q = read_onnx_metadata(path).quantization or {}
-    where = ("exact on every x86 CPU" if q.get("saturation_free_on_avx2")
-             else "exact only on CPUs with VNNI (AVX512-VNNI / AVX-VNNI); saturates on others")  # fmt: skip
-    return (f"int8 scheme: {q.get('format')}, {q.get('activations')} activations, {q.get('weight_bits')}-bit "
-            f"{'per-channel ' if q.get('per_channel') else ''}{q.get('weights')} weights ({where})")  # fmt: skip
+    where = (
+        "exact on every x86 CPU"
+        if q.get("saturation_free_on_avx2")
+        else "exact only on CPUs with VNNI (AVX512-VNNI / AVX-VNNI); saturates on others"
+    )
+    return (
+        f"int8 scheme: {q.get('format')}, {q.get('activations')} activations, {q.get('weight_bits')}-bit "
+        f"{'per-channel ' if q.get('per_channel') else ''}{q.get('weights')} weights ({where})"
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -149,11 +161,14 @@ def run_export(args: argparse.Namespace) -> int:
             fp32 = out.with_name(out.stem.removesuffix("_int8") + "_fp32.onnx")
             export_onnx(model, fp32, imgsz=imgsz, dynamic_batch=args.dynamic_batch, opset=opset)
             print(f"wrote {fp32} (fp32, the quantizer's input)")
-            written = quantize_onnx_int8(fp32, out, args.calib, max_images=args.calib_images,
-                                         reduce_range=not args.int8_full_range)  # fmt: skip
+            written = quantize_onnx_int8(
+                fp32, out, args.calib, max_images=args.calib_images, reduce_range=not args.int8_full_range
+            )
             print(_int8_scheme_line(written))
         else:
-            written = export_onnx(model, out, imgsz=imgsz, dynamic_batch=args.dynamic_batch, half=args.half, opset=opset)
+            written = export_onnx(
+                model, out, imgsz=imgsz, dynamic_batch=args.dynamic_batch, half=args.half, opset=opset
+            )
     elif args.format == "torchscript":
         from .torchscript import export_torchscript
 
@@ -161,7 +176,9 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         from .openvino import export_openvino
 
-        written = export_openvino(model, out, imgsz=imgsz, dynamic_batch=args.dynamic_batch, half=args.half, opset=opset)
+        written = export_openvino(
+            model, out, imgsz=imgsz, dynamic_batch=args.dynamic_batch, half=args.half, opset=opset
+        )
     print(f"wrote {written}")
 
     if args.no_check:

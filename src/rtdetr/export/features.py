@@ -55,9 +55,15 @@ def export_features_onnx(model: nn.Module, path: str | Path, imgsz: int, *, dyna
     args = (torch.rand(1, 3, imgsz, imgsz), torch.tensor([[imgsz, imgsz]]))
     axes = {"images": {0: "batch"}, "orig_target_sizes": {0: "batch"}} if dynamic_batch else None
     torch.onnx.export(
-        _Features(net), args, str(path), input_names=["images", "orig_target_sizes"], output_names=["features"],
-        opset_version=17, dynamo=False, dynamic_axes=axes,
-    )  # fmt: skip
+        _Features(net),
+        args,
+        str(path),
+        input_names=["images", "orig_target_sizes"],
+        output_names=["features"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes=axes,
+    )
     proto = onnx.load(str(path))
     write_onnx_metadata(proto, model_metadata(model, imgsz=imgsz))
     onnx.save(proto, str(path))

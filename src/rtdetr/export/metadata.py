@@ -71,8 +71,11 @@ class ExportMetadata:
 
     def with_quantization(self, quantization: Mapping[str, Any] | None) -> ExportMetadata:
         """A copy describing an int8 file (``precision="int8"``) quantized as ``quantization`` says."""
-        return replace(self, precision="int8" if quantization is not None else self.precision,
-                       quantization=dict(quantization) if quantization is not None else None)  # fmt: skip
+        return replace(
+            self,
+            precision="int8" if quantization is not None else self.precision,
+            quantization=dict(quantization) if quantization is not None else None,
+        )
 
 
 def _as_list(value: Any) -> list | None:
@@ -165,7 +168,9 @@ def parse_metadata(props: Mapping[str, str], *, source: str = "model") -> Export
         try:
             quantization = json.loads(props["quantization"])
         except json.JSONDecodeError:
-            raise ValueError(f"{source}: metadata 'quantization' is not valid JSON: {props['quantization'][:80]!r}") from None
+            raise ValueError(
+                f"{source}: metadata 'quantization' is not valid JSON: {props['quantization'][:80]!r}"
+            ) from None
         if quantization is not None and not isinstance(quantization, dict):
             raise ValueError(f"{source}: metadata 'quantization' should be a JSON object or null")
     return ExportMetadata(

@@ -134,7 +134,14 @@ def export_onnx(
     onnx.save(proto, str(path))
     log.info(
         "exported %s to %s (opset %d, %dx%d, %s, %s batch) in %.1f s, %.1f MB",
-        meta.model_name, path, opset, imgsz, imgsz, meta.precision,
-        "dynamic" if dynamic_batch else "fixed", time.perf_counter() - start, path.stat().st_size / 1e6,
-    )  # fmt: skip
+        meta.model_name,
+        path,
+        opset,
+        imgsz,
+        imgsz,
+        meta.precision,
+        "dynamic" if dynamic_batch else "fixed",
+        time.perf_counter() - start,
+        path.stat().st_size / 1e6,
+    )
     return path

@@ -34,7 +34,14 @@ from torch import Tensor, nn
 from .metadata import ExportMetadata, parse_metadata
 from .onnx import DEFAULT_OPSET, export_onnx
 
-__all__ = ["COMPILE_CONFIG", "OpenVinoRunner", "export_openvino", "onnx_to_openvino", "read_openvino_metadata", "require_openvino"]
+__all__ = [
+    "COMPILE_CONFIG",
+    "OpenVinoRunner",
+    "export_openvino",
+    "onnx_to_openvino",
+    "read_openvino_metadata",
+    "require_openvino",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +50,18 @@ _RT_INFO = "rtdetr"
 # the CPU plugin clear FTZ/DAZ in its inference threads: with them set, its AVX2 kernels turn the
 # dynamic batch size into 0 or -1 (see the module docstring).
 COMPILE_CONFIG: dict[str, object] = {"CPU_DENORMALS_OPTIMIZATION": False}
-_KEYS = ("model_name", "imgsz", "num_classes", "class_names", "category_ids", "num_top_queries",
-         "dynamic_batch", "precision", "rtdetr_version", "quantization")  # fmt: skip
+_KEYS = (
+    "model_name",
+    "imgsz",
+    "num_classes",
+    "class_names",
+    "category_ids",
+    "num_top_queries",
+    "dynamic_batch",
+    "precision",
+    "rtdetr_version",
+    "quantization",
+)
 
 
 def require_openvino():
@@ -80,8 +97,14 @@ def export_openvino(
     """
     require_openvino()
     with tempfile.TemporaryDirectory(prefix="rtdetr_ov_") as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", imgsz=imgsz, dynamic_batch=dynamic_batch,
-                                opset=opset, class_names=class_names)  # fmt: skip
+        onnx_path = export_onnx(
+            model,
+            Path(tmp) / "model.onnx",
+            imgsz=imgsz,
+            dynamic_batch=dynamic_batch,
+            opset=opset,
+            class_names=class_names,
+        )
         return onnx_to_openvino(onnx_path, path, half=half)
 
 
@@ -99,15 +122,23 @@ def onnx_to_openvino(onnx_path: str | Path, path: str | Path, *, half: bool = Fa
     xml.parent.mkdir(parents=True, exist_ok=True)
     meta = read_onnx_metadata(onnx_path)
     if meta.precision != "fp32":
-        raise ValueError(f"{onnx_path}: convert the fp32 export ({meta.precision} given); use half=True for fp16 weights")
+        raise ValueError(
+            f"{onnx_path}: convert the fp32 export ({meta.precision} given); use half=True for fp16 weights"
+        )
     # Core.read_model reads ONNX directly; ov.convert_model gives the same IR here but spends
     # seconds in its Python pre-processing layer.
     ov_model = ov.Core().read_model(str(onnx_path))
     for key, value in meta.with_precision("fp16" if half else "fp32").to_props().items():
         ov_model.set_rt_info(value, [_RT_INFO, key])
     ov.save_model(ov_model, str(xml), compress_to_fp16=half)
-    log.info("wrote %s (OpenVINO IR of %s, %dx%d, %s weights)", xml, meta.model_name, meta.imgsz, meta.imgsz,
-             "fp16" if half else "fp32")  # fmt: skip
+    log.info(
+        "wrote %s (OpenVINO IR of %s, %dx%d, %s weights)",
+        xml,
+        meta.model_name,
+        meta.imgsz,
+        meta.imgsz,
+        "fp16" if half else "fp32",
+    )
     return xml
 
 
@@ -129,8 +160,9 @@ class OpenVinoRunner:
     Compiled with :data:`COMPILE_CONFIG` (denormal flags off, see the module docstring).
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, device: str = "CPU",
-                 precision: str | None = "f32") -> None:  # fmt: skip
+    def __init__(
+        self, path: str | Path, *, threads: int | None = None, device: str = "CPU", precision: str | None = "f32"
+    ) -> None:
         ov = require_openvino()
         path = Path(path)
         xml = path / "model.xml" if path.is_dir() else path

@@ -259,8 +259,12 @@ def quantize_onnx_int8(
         excluded = _float_nodes(pre, quantize_decoder)
         log.info(
             "calibrating on %d images at %dx%d (%s); %d nodes kept float",
-            len(reader), meta.imgsz, meta.imgsz, calibrate_method, len(excluded),
-        )  # fmt: skip
+            len(reader),
+            meta.imgsz,
+            meta.imgsz,
+            calibrate_method,
+            len(excluded),
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             q.quantize_static(
                 str(pre),
@@ -299,12 +303,18 @@ def quantize_onnx_int8(
     if not scheme["saturation_free_on_avx2"]:
         log.warning(
             "%s has full 8-bit weights: exact with VNNI (AVX512-VNNI / AVX-VNNI) only; onnxruntime's kernels "
-            "for other x86 CPUs saturate on them (use reduce_range=True for a file that is exact everywhere)", dst,
-        )  # fmt: skip
+            "for other x86 CPUs saturate on them (use reduce_range=True for a file that is exact everywhere)",
+            dst,
+        )
     log.info(
         "wrote int8 %s model %s (%d-bit %s weights, %.1f MB) in %.1f s",
-        scheme["format"], dst, scheme["weight_bits"], weight_type, dst.stat().st_size / 1e6, time.perf_counter() - start,
-    )  # fmt: skip
+        scheme["format"],
+        dst,
+        scheme["weight_bits"],
+        weight_type,
+        dst.stat().st_size / 1e6,
+        time.perf_counter() - start,
+    )
     return dst
 
 

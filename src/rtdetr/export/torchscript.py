@@ -48,8 +48,9 @@ def export_torchscript(
         class_names: names per contiguous label (default ``model.class_names``).
     """
     check_imgsz(imgsz)
-    meta = model_metadata(model, imgsz=imgsz, dynamic_batch=True, precision="fp16" if half else "fp32",
-                          class_names=class_names)  # fmt: skip
+    meta = model_metadata(
+        model, imgsz=imgsz, dynamic_batch=True, precision="fp16" if half else "fp32", class_names=class_names
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = export_module(model, half=half)
@@ -62,8 +63,15 @@ def export_torchscript(
         traced = torch.jit.trace(module, args, check_trace=False)
         traced = torch.jit.freeze(traced.eval()) if not half else traced
         torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(meta.to_props())})
-    log.info("exported %s to %s (TorchScript, %dx%d, %s) in %.1f s", meta.model_name, path, imgsz, imgsz,
-             meta.precision, time.perf_counter() - start)  # fmt: skip
+    log.info(
+        "exported %s to %s (TorchScript, %dx%d, %s) in %.1f s",
+        meta.model_name,
+        path,
+        imgsz,
+        imgsz,
+        meta.precision,
+        time.perf_counter() - start,
+    )
     return path
 
 

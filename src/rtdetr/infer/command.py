@@ -43,9 +43,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     detector = detector_from_args(args)
     if args.classes is not None and max(args.classes) >= detector.num_classes:
         bad = sorted(c for c in set(args.classes) if c >= detector.num_classes)
-        raise UserError(
-            f"--classes {' '.join(map(str, bad))}: this model has classes 0..{detector.num_classes - 1}"
-        )
+        raise UserError(f"--classes {' '.join(map(str, bad))}: this model has classes 0..{detector.num_classes - 1}")
     skipped: list[str] = []
     # Default: an unreadable file is skipped (the library logs one warning line naming it and
     # why) and counted; --strict stops at the first. All unreadable -> an error (exit 2).
@@ -58,9 +56,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # final error message are lines of their own, not glued to the bar's last state.
     with writer, logging_redirect_tqdm(), tqdm(desc="predict", unit="img") as bar:
         results = detector.predict(
-            files, conf=args.conf, classes=args.classes, max_det=args.max_det, batch_size=args.batch_size,
-            stream=True, on_error=on_error,
-        )  # fmt: skip
+            files,
+            conf=args.conf,
+            classes=args.classes,
+            max_det=args.max_det,
+            batch_size=args.batch_size,
+            stream=True,
+            on_error=on_error,
+        )
         for det in results:
             writer.add(det)
             n_images += 1
@@ -74,8 +77,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         per = ", ".join(f"{k} {v / n_images:.1f} ms" for k, v in speed_sum.items())
         print(f"per image: {per} at {detector.imgsz}x{detector.imgsz} on {device} ({_precision(detector)})")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s) of {len(files)} (each named in a warning above; "
-              "--strict stops at the first)")  # fmt: skip
+        print(
+            f"skipped {len(skipped)} unreadable file(s) of {len(files)} (each named in a warning above; "
+            "--strict stops at the first)"
+        )
     media = ", annotated media" if not args.no_save_images else ""
     print(f"results in {out}/ (predictions.json, images.json{media})")
     return 0
@@ -85,9 +90,13 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
     p.add_argument("source", nargs="+", help="image / video files, folders or glob patterns")
     p.add_argument("--model", required=True, help="preset name, training checkpoint (.pt) or exported .onnx")
-    p.add_argument("--weights", default=None, help="weights for a preset: registry tag (coco), file, URL or hf:ORG/NAME")
+    p.add_argument(
+        "--weights", default=None, help="weights for a preset: registry tag (coco), file, URL or hf:ORG/NAME"
+    )
     p.add_argument("--trusted", action="store_true", help=TRUSTED_HELP)
-    p.add_argument("--conf", type=probability, default=DEFAULT_CONF, help=f"minimum score 0..1 (default {DEFAULT_CONF})")
+    p.add_argument(
+        "--conf", type=probability, default=DEFAULT_CONF, help=f"minimum score 0..1 (default {DEFAULT_CONF})"
+    )
     p.add_argument("--imgsz", type=image_size, default=None, help="input side, multiple of 32 (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--classes", type=non_negative_int, nargs="+", default=None, help="keep only these class indices")
@@ -112,8 +121,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     detector = detector_from_args(args)
     stats = benchmark_detector(detector, batch=args.batch, runs=args.runs, warmup=args.warmup)
-    print(f"{args.model} on {device} ({_precision(detector)}, {torch.get_num_threads()} threads), "
-          f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs")  # fmt: skip
+    print(
+        f"{args.model} on {device} ({_precision(detector)}, {torch.get_num_threads()} threads), "
+        f"{detector.imgsz}x{detector.imgsz}, batch {args.batch}, {args.runs} runs"
+    )
     print("| scope | median ms | p90 ms | images/s |\n|---|---:|---:|---:|")
     for scope, st in stats.items():
         print(f"| {scope.replace('_', '-')} | {st.median_ms:.1f} | {st.p90_ms:.1f} | {st.images_per_s:.2f} |")
@@ -132,7 +143,10 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument(
-        "--warmup", type=non_negative_int, default=5, help="untimed calls first (oneDNN builds kernels on the first few)"
+        "--warmup",
+        type=non_negative_int,
+        default=5,
+        help="untimed calls first (oneDNN builds kernels on the first few)",
     )
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: all cores)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. eval_idx=2")

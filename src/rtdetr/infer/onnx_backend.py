@@ -83,9 +83,14 @@ class OnnxBackend:
         self.model_name: str = self.metadata.model_name
         log.info(
             "loaded %s (%s, %s, %dx%d, batch %s) on %s",
-            path, self.model_name, self.metadata.precision, self.imgsz, self.imgsz,
-            self.batch_size or "dynamic", self.session.get_providers()[0],
-        )  # fmt: skip
+            path,
+            self.model_name,
+            self.metadata.precision,
+            self.imgsz,
+            self.imgsz,
+            self.batch_size or "dynamic",
+            self.session.get_providers()[0],
+        )
 
     def __call__(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """images float32 [B, 3, S, S] in [0, 1]; orig_sizes int64 [B, 2] (w, h).
@@ -104,8 +109,10 @@ class OnnxBackend:
         if self.batch_size is None or self.batch_size == len(x):
             labels, boxes, scores = self.session.run(list(_OUTPUTS), {"images": x, "orig_target_sizes": sizes})
         elif self.batch_size == 1:
-            runs = [self.session.run(list(_OUTPUTS), {"images": x[i : i + 1], "orig_target_sizes": sizes[i : i + 1]})
-                    for i in range(len(x))]  # fmt: skip
+            runs = [
+                self.session.run(list(_OUTPUTS), {"images": x[i : i + 1], "orig_target_sizes": sizes[i : i + 1]})
+                for i in range(len(x))
+            ]
             labels, boxes, scores = (np.concatenate(parts) for parts in zip(*runs))
         else:
             raise ValueError(f"{self.path.name} was exported for batch {self.batch_size}, got {len(x)} images")

@@ -172,16 +172,29 @@ class Detector:
         t1 = time.perf_counter()
         labels, boxes, scores = self.backend(batch, sizes)
         t2 = time.perf_counter()
-        results = [self._select(labels[i], boxes[i], scores[i], sizes[i], conf, classes, max_det) for i in range(len(images))]
+        results = [
+            self._select(labels[i], boxes[i], scores[i], sizes[i], conf, classes, max_det) for i in range(len(images))
+        ]
         t3 = time.perf_counter()
         n = len(images)
-        speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}
+        speed = {
+            "preprocess": (t1 - t0) * 1e3 / n,
+            "inference": (t2 - t1) * 1e3 / n,
+            "postprocess": (t3 - t2) * 1e3 / n,
+        }
         for r in results:
             r.speed = dict(speed)
         return results
 
     def _select(
-        self, labels: Tensor, boxes: Tensor, scores: Tensor, size: Tensor, conf: float, classes: list[int] | None, max_det: int
+        self,
+        labels: Tensor,
+        boxes: Tensor,
+        scores: Tensor,
+        size: Tensor,
+        conf: float,
+        classes: list[int] | None,
+        max_det: int,
     ) -> Detections:
         keep = scores >= conf
         if classes is not None:
@@ -192,9 +205,13 @@ class Detector:
         box[:, 0::2] = box[:, 0::2].clamp(0, w)
         box[:, 1::2] = box[:, 1::2].clamp(0, h)
         return Detections(
-            boxes=box, scores=scores[idx], labels=labels[idx], image_size=(w, h),
-            class_names=self.class_names, category_ids=self.category_ids,
-        )  # fmt: skip
+            boxes=box,
+            scores=scores[idx],
+            labels=labels[idx],
+            image_size=(w, h),
+            class_names=self.class_names,
+            category_ids=self.category_ids,
+        )
 
     def stream(
         self,
@@ -275,14 +292,26 @@ class Detector:
         """
         if imgsz is not None and imgsz != self.imgsz:
             return Detector(self.backend, imgsz=imgsz, class_names=self.class_names).predict(
-                source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
-                stream=stream, keep_images=keep_images, progress=progress, on_error=on_error,
-            )  # fmt: skip
+                source,
+                conf=conf,
+                classes=classes,
+                max_det=max_det,
+                batch_size=batch_size,
+                stream=stream,
+                keep_images=keep_images,
+                progress=progress,
+                on_error=on_error,
+            )
         gen = self.stream(
-            source, conf=conf, classes=classes, max_det=max_det, batch_size=batch_size,
-            keep_images=True if (stream and keep_images is None) else keep_images, progress=progress,
+            source,
+            conf=conf,
+            classes=classes,
+            max_det=max_det,
+            batch_size=batch_size,
+            keep_images=True if (stream and keep_images is None) else keep_images,
+            progress=progress,
             on_error=on_error,
-        )  # fmt: skip
+        )
         return gen if stream else list(gen)
 
     __call__ = predict

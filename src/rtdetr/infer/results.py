@@ -15,7 +15,6 @@ from .draw import draw_detections
 __all__ = ["Detections", "DEFAULT_CONF"]
 
 
-
 @dataclass
 class Detections:
     """The detections of one image (or video frame), sorted by score.
@@ -139,5 +138,8 @@ class Detections:
     @staticmethod
     def empty(image_size: tuple[int, int]) -> Detections:
         return Detections(
-            boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.int64), image_size=image_size
+            boxes=torch.zeros(0, 4),
+            scores=torch.zeros(0),
+            labels=torch.zeros(0, dtype=torch.int64),
+            image_size=image_size,
         )

@@ -39,9 +39,17 @@ from ..data.issues import ImageReadError
 from ..errors import UserError
 
 __all__ = [
-    "Frame", "iter_frames", "expand_path", "Source", "OnError", "SourceNotFoundError", "NothingReadableError",
-    "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "is_video",
-]  # fmt: skip
+    "Frame",
+    "iter_frames",
+    "expand_path",
+    "Source",
+    "OnError",
+    "SourceNotFoundError",
+    "NothingReadableError",
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "is_video",
+]
 
 log = logging.getLogger(__name__)
 

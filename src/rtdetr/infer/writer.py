@@ -67,9 +67,14 @@ class PredictionWriter:
         self.class_names, self.category_ids = det.class_names, det.category_ids
         name = Path(det.source).name if det.source else f"image_{det.index:06d}.png"
         self.images.append(
-            {"id": image_id, "file_name": det.source or name, "frame": det.frame,
-             "width": det.image_size[0], "height": det.image_size[1]}
-        )  # fmt: skip
+            {
+                "id": image_id,
+                "file_name": det.source or name,
+                "frame": det.frame,
+                "width": det.image_size[0],
+                "height": det.image_size[1],
+            }
+        )
         self.annotations.extend(det.to_coco_json(image_id))
         if not self.save_images:
             return

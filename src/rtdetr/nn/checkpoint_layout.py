@@ -103,7 +103,7 @@ class _LayoutHook:
     def __call__(self, mod: nn.Module, state_dict: dict[str, Any], prefix: str, *_args: Any) -> None:
         if self.renames:
             for key in [k for k in state_dict if k.startswith(prefix)]:
-                local = key[len(prefix):]
+                local = key[len(prefix) :]
                 for pattern, repl in self.renames:
                     new_local, n = pattern.subn(repl, local)
                     if n:
@@ -122,7 +122,9 @@ class _LayoutHook:
                 # (a checkpoint trained at 320 px loaded for 640), not a problem worth a warning.
                 log.debug(
                     "ignoring %s of shape %s from the checkpoint (this model's is %s: another eval size)",
-                    key, tuple(state_dict[key].shape), tuple(own.shape),
+                    key,
+                    tuple(state_dict[key].shape),
+                    tuple(own.shape),
                 )
                 state_dict[key] = own.detach().clone()
 

@@ -170,13 +170,17 @@ class RTDETRDecoder(nn.Module):
         self.input_proj = nn.ModuleList()
         for c in feat_channels:
             self.input_proj.append(
-                nn.Sequential(OrderedDict(conv=nn.Conv2d(c, hidden_dim, 1, bias=False), norm=nn.BatchNorm2d(hidden_dim)))
+                nn.Sequential(
+                    OrderedDict(conv=nn.Conv2d(c, hidden_dim, 1, bias=False), norm=nn.BatchNorm2d(hidden_dim))
+                )
             )
         c = feat_channels[-1]
         for _ in range(num_levels - len(feat_channels)):
             self.input_proj.append(
                 nn.Sequential(
-                    OrderedDict(conv=nn.Conv2d(c, hidden_dim, 3, 2, padding=1, bias=False), norm=nn.BatchNorm2d(hidden_dim))
+                    OrderedDict(
+                        conv=nn.Conv2d(c, hidden_dim, 3, 2, padding=1, bias=False), norm=nn.BatchNorm2d(hidden_dim)
+                    )
                 )
             )
             c = hidden_dim
@@ -184,8 +188,15 @@ class RTDETRDecoder(nn.Module):
         self.decoder = TransformerDecoder(
             [
                 TransformerDecoderLayer(
-                    hidden_dim, nhead, dim_feedforward, dropout, activation, num_levels, num_points,
-                    cross_attn_method, persistent_scale=checkpoint_layout == "v2",
+                    hidden_dim,
+                    nhead,
+                    dim_feedforward,
+                    dropout,
+                    activation,
+                    num_levels,
+                    num_points,
+                    cross_attn_method,
+                    persistent_scale=checkpoint_layout == "v2",
                 )
                 for _ in range(num_layers)
             ]
@@ -261,9 +272,7 @@ class RTDETRDecoder(nn.Module):
         memory = torch.cat([flatten_hw(dense_grad(p)) for p in proj], dim=1)
         return memory, shapes
 
-    def _select_queries(
-        self, memory: Tensor, shapes: list[tuple[int, int]]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _select_queries(self, memory: Tensor, shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Top-K encoder tokens -> (content queries, reference boxes (logits), their enc logits and boxes).
 
         Invalid (border) tokens are zeroed for selection only; like the reference,
@@ -328,9 +337,9 @@ class RTDETRDecoder(nn.Module):
             dn_logits, logits = logits[:, :, :num_dn], logits[:, :, num_dn:]
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])
-            ] + [{"pred_logits": enc_logits, "pred_boxes": enc_boxes}]
+            out["aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])] + [
+                {"pred_logits": enc_logits, "pred_boxes": enc_boxes}
+            ]
             if self.query_select_method == "agnostic":
                 # the encoder entry (last of aux_outputs) has one objectness logit, not classes
                 out["enc_meta"] = {"class_agnostic": True}

@@ -196,10 +196,12 @@ class MSDeformableAttention(nn.Module):
             # 0.75-0.9x the time per image (rtdetr_r18vd, 640 px). Traced and compiled
             # graphs (export) keep the batched form: no Python loop over a batch that
             # may be symbolic.
-            out = torch.cat([
-                self._sample(v, spatial_shapes, loc, w)
-                for v, loc, w in zip(value.split(1), locations.split(1), weights.split(1))
-            ])  # fmt: skip
+            out = torch.cat(
+                [
+                    self._sample(v, spatial_shapes, loc, w)
+                    for v, loc, w in zip(value.split(1), locations.split(1), weights.split(1))
+                ]
+            )
         else:
             out = self._sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

@@ -140,7 +140,8 @@ class HybridEncoder(nn.Module):
         )
         self.encoder = nn.ModuleList(
             TransformerEncoder(
-                lambda: TransformerEncoderLayer(hidden_dim, nhead, dim_feedforward, dropout, enc_act), num_encoder_layers
+                lambda: TransformerEncoderLayer(hidden_dim, nhead, dim_feedforward, dropout, enc_act),
+                num_encoder_layers,
             )
             for _ in self.use_encoder_idx
         )

@@ -60,20 +60,59 @@ T, F_ = True, False
 # PP-HGNetV2 B0..B6. RT-DETR's L / X / H are B4 / B5 / B6. The small sizes were
 # trained with learnable affine blocks (LAB), the large ones without.
 HGNETV2_SPECS: dict[str, HGNetv2Spec] = {
-    "B0": _spec((3, 16, 16), (16, 16, 64, 1, F_, F_, 3, 3), (64, 32, 256, 1, T, F_, 3, 3),
-                (256, 64, 512, 2, T, T, 5, 3), (512, 128, 1024, 1, T, T, 5, 3), use_lab=True),
-    "B1": _spec((3, 24, 32), (32, 32, 64, 1, F_, F_, 3, 3), (64, 48, 256, 1, T, F_, 3, 3),
-                (256, 96, 512, 2, T, T, 5, 3), (512, 192, 1024, 1, T, T, 5, 3), use_lab=True),
-    "B2": _spec((3, 24, 32), (32, 32, 96, 1, F_, F_, 3, 4), (96, 64, 384, 1, T, F_, 3, 4),
-                (384, 128, 768, 3, T, T, 5, 4), (768, 256, 1536, 1, T, T, 5, 4), use_lab=True),
-    "B3": _spec((3, 24, 32), (32, 32, 128, 1, F_, F_, 3, 5), (128, 64, 512, 1, T, F_, 3, 5),
-                (512, 128, 1024, 3, T, T, 5, 5), (1024, 256, 2048, 1, T, T, 5, 5), use_lab=True),
-    "L": _spec((3, 32, 48), (48, 48, 128, 1, F_, F_, 3, 6), (128, 96, 512, 1, T, F_, 3, 6),
-               (512, 192, 1024, 3, T, T, 5, 6), (1024, 384, 2048, 1, T, T, 5, 6)),
-    "X": _spec((3, 32, 64), (64, 64, 128, 1, F_, F_, 3, 6), (128, 128, 512, 2, T, F_, 3, 6),
-               (512, 256, 1024, 5, T, T, 5, 6), (1024, 512, 2048, 2, T, T, 5, 6)),
-    "H": _spec((3, 48, 96), (96, 96, 192, 2, F_, F_, 3, 6), (192, 192, 512, 3, T, F_, 3, 6),
-               (512, 384, 1024, 6, T, T, 5, 6), (1024, 768, 2048, 3, T, T, 5, 6)),
+    "B0": _spec(
+        (3, 16, 16),
+        (16, 16, 64, 1, F_, F_, 3, 3),
+        (64, 32, 256, 1, T, F_, 3, 3),
+        (256, 64, 512, 2, T, T, 5, 3),
+        (512, 128, 1024, 1, T, T, 5, 3),
+        use_lab=True,
+    ),
+    "B1": _spec(
+        (3, 24, 32),
+        (32, 32, 64, 1, F_, F_, 3, 3),
+        (64, 48, 256, 1, T, F_, 3, 3),
+        (256, 96, 512, 2, T, T, 5, 3),
+        (512, 192, 1024, 1, T, T, 5, 3),
+        use_lab=True,
+    ),
+    "B2": _spec(
+        (3, 24, 32),
+        (32, 32, 96, 1, F_, F_, 3, 4),
+        (96, 64, 384, 1, T, F_, 3, 4),
+        (384, 128, 768, 3, T, T, 5, 4),
+        (768, 256, 1536, 1, T, T, 5, 4),
+        use_lab=True,
+    ),
+    "B3": _spec(
+        (3, 24, 32),
+        (32, 32, 128, 1, F_, F_, 3, 5),
+        (128, 64, 512, 1, T, F_, 3, 5),
+        (512, 128, 1024, 3, T, T, 5, 5),
+        (1024, 256, 2048, 1, T, T, 5, 5),
+        use_lab=True,
+    ),
+    "L": _spec(
+        (3, 32, 48),
+        (48, 48, 128, 1, F_, F_, 3, 6),
+        (128, 96, 512, 1, T, F_, 3, 6),
+        (512, 192, 1024, 3, T, T, 5, 6),
+        (1024, 384, 2048, 1, T, T, 5, 6),
+    ),
+    "X": _spec(
+        (3, 32, 64),
+        (64, 64, 128, 1, F_, F_, 3, 6),
+        (128, 128, 512, 2, T, F_, 3, 6),
+        (512, 256, 1024, 5, T, T, 5, 6),
+        (1024, 512, 2048, 2, T, T, 5, 6),
+    ),
+    "H": _spec(
+        (3, 48, 96),
+        (96, 96, 192, 2, F_, F_, 3, 6),
+        (192, 192, 512, 3, T, F_, 3, 6),
+        (512, 384, 1024, 6, T, T, 5, 6),
+        (1024, 768, 2048, 3, T, T, 5, 6),
+    ),
 }
 HGNETV2_SPECS["B4"] = HGNETV2_SPECS["L"]
 HGNETV2_SPECS["B5"] = HGNETV2_SPECS["X"]
@@ -123,8 +162,13 @@ class ConvBNAct(nn.Module):
             self.conv = DepthwiseConv2d(out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2)
         else:
             self.conv = nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride,
-                padding=(kernel_size - 1) // 2, groups=groups, bias=False,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding=(kernel_size - 1) // 2,
+                groups=groups,
+                bias=False,
             )
         self.bn: nn.Module = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True) if use_act else nn.Identity()  # on the BN output, a temporary
@@ -218,15 +262,24 @@ class HGStage(nn.Module):
         c_in = spec.in_channels
         self.downsample: nn.Module = (
             ConvBNAct(c_in, c_in, 3, stride=2, groups=c_in, use_act=False, use_lab=use_lab)
-            if spec.downsample else nn.Identity()
+            if spec.downsample
+            else nn.Identity()
         )
-        self.blocks = nn.Sequential(*[
-            HGBlock(
-                c_in if i == 0 else spec.out_channels, spec.mid_channels, spec.out_channels,
-                spec.num_layers, spec.kernel_size, spec.light, residual=i > 0, use_lab=use_lab,
-            )
-            for i in range(spec.num_blocks)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                HGBlock(
+                    c_in if i == 0 else spec.out_channels,
+                    spec.mid_channels,
+                    spec.out_channels,
+                    spec.num_layers,
+                    spec.kernel_size,
+                    spec.light,
+                    residual=i > 0,
+                    use_lab=use_lab,
+                )
+                for i in range(spec.num_blocks)
+            ]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(self.downsample(x))

@@ -131,7 +131,11 @@ class PResNet(nn.Module):
 
         stem_ch = 64
         if variant in ("c", "d"):
-            stem = [("conv1_1", 3, stem_ch // 2, 2), ("conv1_2", stem_ch // 2, stem_ch // 2, 1), ("conv1_3", stem_ch // 2, stem_ch, 1)]
+            stem = [
+                ("conv1_1", 3, stem_ch // 2, 2),
+                ("conv1_2", stem_ch // 2, stem_ch // 2, 1),
+                ("conv1_3", stem_ch // 2, stem_ch, 1),
+            ]
         else:
             stem = [("conv1_1", 3, stem_ch, 2)]
         self.conv1 = nn.Sequential(

@@ -50,7 +50,12 @@ class DetectorLike(Protocol):
     def warmup(self, batch_size: int = 1) -> None: ...
 
     def predict_images(
-        self, images: list[torch.Tensor], *, conf: float = DEFAULT_CONF, classes: list[int] | None = None, max_det: int = 300
+        self,
+        images: list[torch.Tensor],
+        *,
+        conf: float = DEFAULT_CONF,
+        classes: list[int] | None = None,
+        max_det: int = 300,
     ) -> list[Any]: ...
 
 
@@ -200,7 +205,12 @@ class DynamicBatcher:
 
     # ---- requests ----------------------------------------------------------------------------
     def submit(
-        self, image: torch.Tensor, *, conf: float = DEFAULT_CONF, classes: Sequence[int] | None = None, max_det: int = 300
+        self,
+        image: torch.Tensor,
+        *,
+        conf: float = DEFAULT_CONF,
+        classes: Sequence[int] | None = None,
+        max_det: int = 300,
     ) -> concurrent.futures.Future:
         """Queue one image; the future resolves to a :class:`BatchResult`.
 
@@ -220,7 +230,12 @@ class DynamicBatcher:
         return request.future
 
     async def detect(
-        self, image: torch.Tensor, *, conf: float = DEFAULT_CONF, classes: Sequence[int] | None = None, max_det: int = 300
+        self,
+        image: torch.Tensor,
+        *,
+        conf: float = DEFAULT_CONF,
+        classes: Sequence[int] | None = None,
+        max_det: int = 300,
     ) -> BatchResult:
         """:meth:`submit` for asyncio callers (cancelling the await drops the request if not yet run)."""
         return await asyncio.wrap_future(self.submit(image, conf=conf, classes=classes, max_det=max_det))

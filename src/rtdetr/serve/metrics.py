@@ -166,7 +166,7 @@ class ServeMetrics:
             Gauge("rtdetr_queue_depth", "Requests waiting for a batch.", lambda: queue_depth()),
             self.rejections,
             Gauge("rtdetr_model_ready", "1 once the model is loaded and warmed up.", lambda: float(model_ready())),
-        ]  # fmt: skip
+        ]
 
     def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
         self.requests.inc(path, method, str(status))

@@ -44,7 +44,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def to_plain(obj: Any) -> Any:
     """Dataclasses -> nested dicts, so checkpoints unpickle without this package's classes."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__type__": type(obj).__name__, **{f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        return {
+            "__type__": type(obj).__name__,
+            **{f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+        }
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_plain(v) for v in obj)
     return obj

@@ -82,16 +82,11 @@ class RTDETRCriterion(nn.Module):
         self.gamma = gamma
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, "
-            f"alpha={self.alpha}, gamma={self.gamma}"
-        )
+        return f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={self.alpha}, gamma={self.gamma}"
 
     # ------------------------------------------------------------------ losses
 
-    def loss_vfl(
-        self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float
-    ) -> Tensor:
+    def loss_vfl(self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float) -> Tensor:
         """Varifocal loss (unweighted): BCE towards target score = IoU at the matched class.
 
         Matched queries are pulled towards the IoU of their box with their target
@@ -115,9 +110,7 @@ class RTDETRCriterion(nn.Module):
         # Equal to the reference's loss.mean(1).sum() * Q / num_boxes.
         return loss.sum() / num_boxes
 
-    def loss_boxes(
-        self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float
-    ) -> dict[str, Tensor]:
+    def loss_boxes(self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float) -> dict[str, Tensor]:
         """L1 on cxcywh and 1 - GIoU on xyxy of the matched pairs (unweighted scalars)."""
         _, _, src_boxes, tgt_boxes, _ = self._matched(outputs, targets, indices)
         loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="sum") / num_boxes
@@ -191,8 +184,7 @@ class RTDETRCriterion(nn.Module):
                 continue
             if pos.shape[0] != n * groups:
                 raise ValueError(
-                    f"dn_positive_idx[{i}] has {pos.shape[0]} entries, "
-                    f"expected {n} boxes x {groups} groups"
+                    f"dn_positive_idx[{i}] has {pos.shape[0]} entries, expected {n} boxes x {groups} groups"
                 )
             tgt_idx = torch.arange(n, dtype=torch.int64, device=pos.device).repeat(groups)
             indices.append((pos.long(), tgt_idx))

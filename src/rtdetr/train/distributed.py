@@ -13,8 +13,17 @@ import torch.distributed as dist
 
 from ..runtime import resolve_device
 
-__all__ = ["DistInfo", "init_distributed", "is_main_process", "world_size", "all_reduce_mean", "any_rank", "broadcast_object",
-           "barrier", "cleanup"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "is_main_process",
+    "world_size",
+    "all_reduce_mean",
+    "any_rank",
+    "broadcast_object",
+    "barrier",
+    "cleanup",
+]
 
 log = logging.getLogger(__name__)
 

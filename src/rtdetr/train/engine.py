@@ -26,7 +26,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
     to_plain,
-)  # fmt: skip
+)
 from .criterion import RTDETRCriterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
 from .input_sizes import check_multi_scales
@@ -173,9 +173,15 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-        self.criterion = (criterion or RTDETRCriterion(matcher=HungarianMatcher(), num_classes=num_classes)).to(self.device)
+        self.criterion = (criterion or RTDETRCriterion(matcher=HungarianMatcher(), num_classes=num_classes)).to(
+            self.device
+        )
         self.optimizer = build_optimizer(
-            self.model, lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, betas=config.betas
+            self.model,
+            lr=config.lr,
+            backbone_lr=config.backbone_lr,
+            weight_decay=config.weight_decay,
+            betas=config.betas,
         )
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.collate_fn, self.val_collate_fn = collate_fn, val_collate_fn or collate_fn
@@ -238,9 +244,13 @@ class Trainer:
         ds = self.val_dataset
         sampler = DistributedSampler(ds, shuffle=False) if self.dist.world_size > 1 else SequentialSampler(ds)
         return DataLoader(
-            ds, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=self.val_collate_fn,
-            num_workers=self.num_workers, generator=torch.Generator().manual_seed(0),
-        )  # fmt: skip
+            ds,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            collate_fn=self.val_collate_fn,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     def _set_epoch(self, epoch: int) -> None:
         for obj in (self.collate_fn, self.train_dataset, getattr(self.train_dataset, "transforms", None)):
@@ -257,7 +267,9 @@ class Trainer:
         total_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen, batches, t0 = 0, 0, time.perf_counter()
-        bar = _progress(loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress(
+            loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}"
+        )
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, targets) in enumerate(bar):
             if i >= total_batches:
@@ -294,7 +306,9 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + losses[k].item()
             if hasattr(bar, "set_postfix"):
                 rate = seen * self.dist.world_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}", img_s=f"{rate:.1f}")
+                bar.set_postfix(
+                    loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}", img_s=f"{rate:.1f}"
+                )
             # Decided together: a rank leaving on its own clock would leave the others
             # waiting in the next step's gradient all-reduce forever.
             if deadline is not None and any_rank(time.perf_counter() > deadline, self.device):
@@ -312,10 +326,16 @@ class Trainer:
         if self.val_dataset is None or self.make_evaluator is None:
             return {}
         return evaluate(
-            self.eval_model(), self.val_loader(), self.postprocessor, self.make_evaluator(), self.device,
-            amp=self.cfg.amp, amp_dtype=self.cfg.amp_dtype, progress=self.cfg.progress and self.dist.is_main,
+            self.eval_model(),
+            self.val_loader(),
+            self.postprocessor,
+            self.make_evaluator(),
+            self.device,
+            amp=self.cfg.amp,
+            amp_dtype=self.cfg.amp_dtype,
+            progress=self.cfg.progress and self.dist.is_main,
             memory_format=self.memory_format,
-        )  # fmt: skip
+        )
 
     def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
         """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming).
@@ -354,7 +374,12 @@ class Trainer:
                 metrics = self.evaluate()
                 self.last_metrics = metrics
             self.epoch = epoch + 1
-            record = {"epoch": self.epoch, "step": self.step, **stats, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+            record = {
+                "epoch": self.epoch,
+                "step": self.step,
+                **stats,
+                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
             self.history.append(record)
             if self.run_logger is not None:
                 self.run_logger.log(record)

@@ -68,8 +68,11 @@ def fit_multi_scales(model: nn.Module, imgsz: int, multi_scales: Sequence[int] |
     if dropped:
         log.info(
             "multi-scale: dropped size(s) %s (fewer encoder tokens than %d queries below %d px); training at %s",
-            ", ".join(map(str, dropped)), queries, smallest, ", ".join(map(str, sorted(set(kept)))),
-        )  # fmt: skip
+            ", ".join(map(str, dropped)),
+            queries,
+            smallest,
+            ", ".join(map(str, sorted(set(kept)))),
+        )
     return kept
 
 

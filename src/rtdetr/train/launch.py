@@ -65,8 +65,11 @@ def build_trainer(
     # has already created it by the time another rank would look.
     out_dir = broadcast_object(str(next_run_dir(config.out_dir, exist_ok)) if dist_info.is_main else None)
     if dist_info.is_main and Path(out_dir) != Path(config.out_dir):
-        log.info("%s holds an earlier run; this run goes to %s (--exist-ok reuses the folder, --resume continues it)",
-                 config.out_dir, out_dir)  # fmt: skip
+        log.info(
+            "%s holds an earlier run; this run goes to %s (--exist-ok reuses the folder, --resume continues it)",
+            config.out_dir,
+            out_dir,
+        )
     elif dist_info.is_main:
         log.info("run directory: %s", out_dir)
     config = replace(config, out_dir=out_dir)
@@ -82,8 +85,11 @@ def build_trainer(
         report = load_weights(model, weights, allow_head_mismatch=True)
         log.info(
             "initialized from %s (%s); re-initialized for %d classes: %s",
-            weights, report.state_key or report.format, train_ds.num_classes, report.reinitialized_keys or "none",
-        )  # fmt: skip
+            weights,
+            report.state_key or report.format,
+            train_ds.num_classes,
+            report.reinitialized_keys or "none",
+        )
     scales = fit_multi_scales(model, config.imgsz, default_multi_scales(config.imgsz) if config.multi_scale else None)
     return Trainer(
         model,
@@ -116,15 +122,22 @@ def epochs_for_budget(
     ``probe_steps`` steps after one warm-up step; its time does not count.
     """
     probe_cfg = replace(
-        config, epochs=1, max_steps_per_epoch=probe_steps, max_time_s=None, progress=False,
-        out_dir=str(Path(config.out_dir) / "probe"), eval_every=10**9,
-    )  # fmt: skip
+        config,
+        epochs=1,
+        max_steps_per_epoch=probe_steps,
+        max_time_s=None,
+        progress=False,
+        out_dir=str(Path(config.out_dir) / "probe"),
+        eval_every=10**9,
+    )
     probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides, exist_ok=True)
     n_train = len(probe.train_dataset)
     probe.train_one_epoch(0)  # warm-up: the first steps set up kernels and caches
     stats = probe.train_one_epoch(1)
     epochs = round(budget_s * stats["images_per_s"] / n_train)
-    log.info("probe: %.1f images/s -> %d epochs of %d images in %.0f s", stats["images_per_s"], epochs, n_train, budget_s)
+    log.info(
+        "probe: %.1f images/s -> %d epochs of %d images in %.0f s", stats["images_per_s"], epochs, n_train, budget_s
+    )
     return max(1, epochs)
 
 
@@ -144,9 +157,7 @@ def validate(
     dist_info = init_distributed(device)
     ds = build_dataset(resolve_dataset(data), split, transforms=build_transforms(False, imgsz))
     if model.config.num_classes != ds.num_classes:
-        raise ValueError(
-            f"model predicts {model.config.num_classes} classes but {data} ({split}) has {ds.num_classes}"
-        )
+        raise ValueError(f"model predicts {model.config.num_classes} classes but {data} ({split}) has {ds.num_classes}")
     if num_workers is None:
         num_workers = default_num_workers(dist_info.device)
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=BatchCollator(), num_workers=num_workers)

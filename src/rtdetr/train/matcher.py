@@ -49,8 +49,7 @@ def validate_targets(targets: Targets, num_classes: int | None = None) -> None:
         labels, boxes = t["labels"], t["boxes"]
         if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(
-                f"target {i} 'labels' must be an integer tensor of shape [N], "
-                f"got {labels.dtype} {tuple(labels.shape)}"
+                f"target {i} 'labels' must be an integer tensor of shape [N], got {labels.dtype} {tuple(labels.shape)}"
             )
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.dtype.is_floating_point:
             raise ValueError(
@@ -58,19 +57,14 @@ def validate_targets(targets: Targets, num_classes: int | None = None) -> None:
                 f"got {boxes.dtype} {tuple(boxes.shape)}"
             )
         if labels.shape[0] != boxes.shape[0]:
-            raise ValueError(
-                f"target {i} has {labels.shape[0]} 'labels' but {boxes.shape[0]} 'boxes'"
-            )
+            raise ValueError(f"target {i} has {labels.shape[0]} 'labels' but {boxes.shape[0]} 'boxes'")
     if num_classes is None or not targets:
         return
     bad = [((t["labels"] < 0) | (t["labels"] >= num_classes)).any() for t in targets]
     # Stack first so the whole batch costs a single host-device sync.
     if bool(torch.stack(bad).any()):
         i = next(i for i, b in enumerate(bad) if bool(b))
-        raise ValueError(
-            f"target {i} 'labels' must lie in [0, {num_classes}), "
-            f"got {targets[i]['labels'].tolist()}"
-        )
+        raise ValueError(f"target {i} 'labels' must lie in [0, {num_classes}), got {targets[i]['labels'].tolist()}")
 
 
 def _empty_indices(n: int) -> Indices:
@@ -174,7 +168,5 @@ class HungarianMatcher(nn.Module):
                     "check pred_logits/pred_boxes for NaN and target boxes for zero size"
                 )
             rows, cols = linear_sum_assignment(c_i.numpy())
-            indices.append(
-                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
-            )
+            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices

@@ -17,9 +17,7 @@ from torch import nn
 __all__ = ["build_param_groups", "build_optimizer", "WarmupSchedule", "ModelEMA"]
 
 
-def build_param_groups(
-    model: nn.Module, *, lr: float, backbone_lr: float, weight_decay: float
-) -> list[dict]:
+def build_param_groups(model: nn.Module, *, lr: float, backbone_lr: float, weight_decay: float) -> list[dict]:
     """Four groups: backbone / rest x decayed / not decayed.
 
     Norm scales, norm shifts and every bias are 1-D tensors; decaying them only
@@ -78,7 +76,12 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
             raise ValueError(f"lr schedule must be 'flat' or 'cosine', got {schedule!r}")
         if schedule == "cosine" and not total_iters:
             raise ValueError("a cosine schedule needs total_iters")
-        self.warmup_iters, self.total_iters, self.schedule, self.min_factor = warmup_iters, total_iters, schedule, min_factor
+        self.warmup_iters, self.total_iters, self.schedule, self.min_factor = (
+            warmup_iters,
+            total_iters,
+            schedule,
+            min_factor,
+        )
         super().__init__(optimizer, self._factor)
 
     def _factor(self, step: int) -> float:
@@ -125,7 +128,12 @@ class ModelEMA:
         torch._foreach_add_(averaged, incoming, alpha=1 - d)
 
     def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "warmups": self.warmups}
+        return {
+            "module": self.module.state_dict(),
+            "updates": self.updates,
+            "decay": self.decay,
+            "warmups": self.warmups,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])

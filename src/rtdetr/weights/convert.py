@@ -142,8 +142,10 @@ def _conform(sd: dict[str, Tensor], model_name: str) -> dict[str, Tensor]:
             f"weights do not match {model_name} ({num_classes} classes): {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} with other shapes; e.g. "
             + ", ".join((missing + unexpected + mismatched)[:5]),
-            missing, unexpected, mismatched,
-        )  # fmt: skip
+            missing,
+            unexpected,
+            mismatched,
+        )
     return out
 
 

@@ -101,9 +101,7 @@ def _socket_timeout(seconds: float):
         socket.setdefaulttimeout(old)
 
 
-def fetch_url(
-    url: str, *, progress: bool = True, timeout: float = CONNECT_TIMEOUT_S, hint: str = ""
-) -> Path:
+def fetch_url(url: str, *, progress: bool = True, timeout: float = CONNECT_TIMEOUT_S, hint: str = "") -> Path:
     """Local path of ``url``'s file: the torch hub cache copy, downloading it if absent.
 
     Raises:

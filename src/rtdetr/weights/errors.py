@@ -6,7 +6,13 @@ from pathlib import Path
 
 from ..errors import UserError
 
-__all__ = ["WeightsError", "WeightsDownloadError", "WeightsFormatError", "WeightsMismatchError", "UnsafeCheckpointError"]
+__all__ = [
+    "WeightsError",
+    "WeightsDownloadError",
+    "WeightsFormatError",
+    "WeightsMismatchError",
+    "UnsafeCheckpointError",
+]
 
 
 class WeightsError(UserError, RuntimeError):
@@ -34,12 +40,7 @@ class WeightsDownloadError(WeightsError):
         self.url = url
         self.cache_path = Path(cache_path)
         self.reason = reason
-        msg = (
-            f"could not download {url}\n"
-            f"  reason: {reason}\n"
-            f"  to load it offline, {place}:\n"
-            f"    {self.cache_path}"
-        )
+        msg = f"could not download {url}\n  reason: {reason}\n  to load it offline, {place}:\n    {self.cache_path}"
         if hint:
             msg += f"\n  {hint}"
         super().__init__(msg)

@@ -249,9 +249,16 @@ def read_checkpoint(
                 log.warning("ignoring unreadable %s (%s)", config_path, _first_line(e))
         ours, unmapped = from_hf_state_dict(sd)
         return Checkpoint(
-            ours, "hf", weights_path, container, state_key, class_names_from_hf_config(hf_config),
-            hf_config=hf_config, hf_naming=hf_naming_of(sd), unmapped_keys=unmapped,
-        )  # fmt: skip
+            ours,
+            "hf",
+            weights_path,
+            container,
+            state_key,
+            class_names_from_hf_config(hf_config),
+            hf_config=hf_config,
+            hf_naming=hf_naming_of(sd),
+            unmapped_keys=unmapped,
+        )
 
     ours_share = sum(k.startswith(_OUR_PREFIXES) for k in sd)
     if ours_share <= len(sd) // 2:
@@ -281,4 +288,3 @@ def _str_list(value: Any) -> list[str] | None:
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return list(value)
     return None
-

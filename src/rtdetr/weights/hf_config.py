@@ -67,8 +67,10 @@ def hf_config_dict(cfg: RTDETRConfig, class_names: list[str] | None = None) -> d
     if dec.eval_idx % dec.num_layers != dec.num_layers - 1:
         log.warning(
             "%s: transformers runs all %d decoder layers; this model stops after layer %d (eval_idx)",
-            cfg.name, dec.num_layers, dec.eval_idx % dec.num_layers + 1,
-        )  # fmt: skip
+            cfg.name,
+            dec.num_layers,
+            dec.eval_idx % dec.num_layers + 1,
+        )
     kind, depths = PRESNET_DEPTHS[bb.depth]
     mult = 4 if kind == "bottleneck" else 1
     widths = [w * mult for w in _BASE_WIDTHS]

@@ -203,11 +203,19 @@ def load_weights(
         unexpected = [k for k in sd if k not in target and not k.endswith("num_batches_tracked")]
         raise WeightsMismatchError(
             _mismatch_message(
-                model_name, str(weights), ckpt.state_dict, target, missing, unexpected + ckpt.unmapped_keys, mismatched,
+                model_name,
+                str(weights),
+                ckpt.state_dict,
+                target,
+                missing,
+                unexpected + ckpt.unmapped_keys,
+                mismatched,
                 saved_from=ckpt.model_name,
             ),
-            missing, unexpected + ckpt.unmapped_keys, mismatched,
-        )  # fmt: skip
+            missing,
+            unexpected + ckpt.unmapped_keys,
+            mismatched,
+        )
     for key in reinit:
         del sd[key]
 
@@ -231,8 +239,10 @@ def load_weights(
             _mismatch_message(
                 model_name, str(weights), ckpt.state_dict, target, missing, unexpected, [], saved_from=ckpt.model_name
             ),
-            missing, unexpected, [],
-        )  # fmt: skip
+            missing,
+            unexpected,
+            [],
+        )
 
     if ckpt.model_name and model_name and ckpt.model_name != model_name:
         log.warning("weights were saved from %s, loading them into %s", ckpt.model_name, model_name)
@@ -251,9 +261,17 @@ def load_weights(
     elif not hasattr(model, "class_names"):
         model.class_names = None
     report = LoadReport(
-        str(weights), ckpt.path, ckpt.format, ckpt.container, ckpt.state_key,
-        missing, unexpected, reinit, getattr(model, "class_names", None), entry,
-    )  # fmt: skip
+        str(weights),
+        ckpt.path,
+        ckpt.format,
+        ckpt.container,
+        ckpt.state_key,
+        missing,
+        unexpected,
+        reinit,
+        getattr(model, "class_names", None),
+        entry,
+    )
     log.info("loaded %s into %s", report, model_name or type(model).__name__)
     return report
 

@@ -100,23 +100,45 @@ def _entry(model: str, tag: str, file: str, hub: str, ap: float, ap_ckpt: float,
 
 
 _ENTRIES = [
-    _entry("rtdetr_r18vd", "coco", "rtdetr_r18vd_dec3_6x_coco_from_paddle.pth", "PekingU/rtdetr_r18vd",
-           46.5, 46.4, 63.7),
-    _entry("rtdetr_r34vd", "coco", "rtdetr_r34vd_dec4_6x_coco_from_paddle.pth", "PekingU/rtdetr_r34vd",
-           48.9, 48.9, 66.8),
-    _entry("rtdetr_r50vd_m", "coco", "rtdetr_r50vd_m_6x_coco_from_paddle.pth", "PekingU/rtdetr_r50vd_m",
-           51.3, 51.3, 69.5),
-    _entry("rtdetr_r50vd", "coco", "rtdetr_r50vd_6x_coco_from_paddle.pth", "PekingU/rtdetr_r50vd",
-           53.1, 53.1, 71.2),
-    _entry("rtdetr_r101vd", "coco", "rtdetr_r101vd_6x_coco_from_paddle.pth", "PekingU/rtdetr_r101vd",
-           54.3, 54.3, 72.8),
-    _entry("rtdetr_r18vd", "coco+o365", "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth",
-           "PekingU/rtdetr_r18vd_coco_o365", 49.2, 49.0, 66.5),
-    _entry("rtdetr_r50vd", "coco+o365", "rtdetr_r50vd_2x_coco_objects365_from_paddle.pth",
-           "PekingU/rtdetr_r50vd_coco_o365", 55.3, 55.2, 73.4),
-    _entry("rtdetr_r101vd", "coco+o365", "rtdetr_r101vd_2x_coco_objects365_from_paddle.pth",
-           "PekingU/rtdetr_r101vd_coco_o365", 56.2, 56.2, 74.5),
-]  # fmt: skip
+    _entry(
+        "rtdetr_r18vd", "coco", "rtdetr_r18vd_dec3_6x_coco_from_paddle.pth", "PekingU/rtdetr_r18vd", 46.5, 46.4, 63.7
+    ),
+    _entry(
+        "rtdetr_r34vd", "coco", "rtdetr_r34vd_dec4_6x_coco_from_paddle.pth", "PekingU/rtdetr_r34vd", 48.9, 48.9, 66.8
+    ),
+    _entry(
+        "rtdetr_r50vd_m", "coco", "rtdetr_r50vd_m_6x_coco_from_paddle.pth", "PekingU/rtdetr_r50vd_m", 51.3, 51.3, 69.5
+    ),
+    _entry("rtdetr_r50vd", "coco", "rtdetr_r50vd_6x_coco_from_paddle.pth", "PekingU/rtdetr_r50vd", 53.1, 53.1, 71.2),
+    _entry("rtdetr_r101vd", "coco", "rtdetr_r101vd_6x_coco_from_paddle.pth", "PekingU/rtdetr_r101vd", 54.3, 54.3, 72.8),
+    _entry(
+        "rtdetr_r18vd",
+        "coco+o365",
+        "rtdetr_r18vd_5x_coco_objects365_from_paddle.pth",
+        "PekingU/rtdetr_r18vd_coco_o365",
+        49.2,
+        49.0,
+        66.5,
+    ),
+    _entry(
+        "rtdetr_r50vd",
+        "coco+o365",
+        "rtdetr_r50vd_2x_coco_objects365_from_paddle.pth",
+        "PekingU/rtdetr_r50vd_coco_o365",
+        55.3,
+        55.2,
+        73.4,
+    ),
+    _entry(
+        "rtdetr_r101vd",
+        "coco+o365",
+        "rtdetr_r101vd_2x_coco_objects365_from_paddle.pth",
+        "PekingU/rtdetr_r101vd_coco_o365",
+        56.2,
+        56.2,
+        74.5,
+    ),
+]
 
 WEIGHTS: Mapping[tuple[str, str], WeightsEntry] = MappingProxyType({(e.model_name, e.tag): e for e in _ENTRIES})
 
