@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from .cli_options import TRUSTED_HELP
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from .train.train_config import TrainConfig
 
 __all__ = ["main"]
+
+# When this process started importing us: `rtdetr train --max-time` counts from here.
+_STARTED = time.perf_counter()
 
 _WORKERS_HELP = "DataLoader workers (default: 0 on a CPU with <= 4 cores, else up to 8)"
 
@@ -81,41 +85,65 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
-    """CLI flags over the preset's reference recipe (epochs, lrs, warmups, stop epoch, multi-scale)."""
+def _train_setup(args: argparse.Namespace, **extra) -> tuple[str, TrainConfig, dict]:
+    """(preset, TrainConfig, model overrides) from the flags over the recipe over the preset's reference recipe.
+
+    ``--recipe reference`` (default) is the preset's paper recipe (epochs, lrs, warmups,
+    stop epoch, multi-scale); ``--recipe scratch`` replaces it with the from-scratch
+    settings and picks its preset when ``--model`` is omitted. Flags given on the
+    command line win. ``--set KEY=VALUE`` sets a TrainConfig field when KEY names one,
+    else a model config field.
+    """
+    import dataclasses
     from pathlib import Path
 
-    from .config import get_config
+    from .config import get_config, parse_overrides
+    from .train.recipes import get_recipe
     from .train.train_config import TrainConfig
 
-    recipe = get_config(args.model).train
+    recipe = get_recipe(args.recipe)
+    model_name = args.model or recipe.default_model or "rtdetr_r18vd"
+    paper = get_config(model_name).train
     # --out, else the folder of the checkpoint given to --resume (a run continues where it was).
     out = args.out
     if out is None:
         out = str(Path(args.resume).parent) if args.resume not in (None, "auto") else "runs/train"
 
-    def pick(value, default):
-        return default if value is None else value
-
-    fields = dict(
-        epochs=pick(args.epochs, recipe.epochs),
+    fields: dict = dict(
+        epochs=paper.epochs,
+        batch_size=4,
+        lr=paper.lr,
+        backbone_lr=paper.backbone_lr,
+        weight_decay=paper.weight_decay,
+        betas=tuple(paper.betas),
+        clip_max_norm=paper.clip_max_norm,
+        warmup_iters=paper.warmup_iters,
+        ema_decay=paper.ema_decay,
+        ema_warmup=paper.ema_warmup,
+        stop_epoch=paper.stop_epoch,
+        multi_scale=paper.multi_scale,
+        lr_schedule="flat",
+    )
+    fields.update(recipe.train)
+    flags = dict(
+        epochs=args.epochs,
         batch_size=args.batch_size,
-        imgsz=args.imgsz,
-        lr=pick(args.lr, recipe.lr),
-        backbone_lr=pick(args.backbone_lr, recipe.backbone_lr),
-        weight_decay=recipe.weight_decay,
-        betas=tuple(recipe.betas),
-        clip_max_norm=recipe.clip_max_norm,
-        warmup_iters=pick(args.warmup_iters, recipe.warmup_iters),
-        ema_decay=pick(args.ema_decay, recipe.ema_decay),
-        ema_warmup=pick(args.ema_warmup, recipe.ema_warmup),
-        stop_epoch=pick(args.stop_epoch, recipe.stop_epoch),
-        multi_scale=recipe.multi_scale and not args.no_multi_scale,
+        lr=args.lr,
+        backbone_lr=args.backbone_lr,
+        warmup_iters=args.warmup_iters,
+        ema_decay=args.ema_decay,
+        ema_warmup=args.ema_warmup,
+        stop_epoch=args.stop_epoch,
         lr_schedule=args.lr_schedule,
+        num_workers=args.workers,
+    )
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    fields.update(
+        multi_scale=fields["multi_scale"] and not args.no_multi_scale,
+        imgsz=args.imgsz,
         amp=args.amp or args.amp_force,
         amp_force=args.amp_force,
         accumulate=args.accumulate,
-        num_workers=args.workers,
         seed=args.seed,
         freeze_backbone=args.freeze_backbone,
         device=args.device,
@@ -125,17 +153,25 @@ def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
         channels_last=not args.no_channels_last,
         compile=args.compile,
     )
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_overrides = dict(recipe.model)
+    for key, value in parse_overrides(args.set).items():
+        (fields if key in train_fields else model_overrides)[key] = value
     fields.update(extra)
-    return TrainConfig(**fields)
+    return model_name, TrainConfig(**fields), model_overrides
+
+
+def _train_config(args: argparse.Namespace, **extra) -> TrainConfig:
+    """The TrainConfig ``rtdetr train`` runs with these flags (see :func:`_train_setup`)."""
+    return _train_setup(args, **extra)[1]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import parse_overrides
-    from .train.launch import build_trainer
+    from .train.launch import train_for_budget
 
-    config = _train_config(args)
+    model_name, config, model_overrides = _train_setup(args)
     resume = None
     if args.resume:
         resume = str(Path(config.out_dir) / "last.pt") if args.resume == "auto" else args.resume
@@ -144,15 +180,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Resuming continues the run in its own folder; anything else gets a fresh folder
     # (runs/train2 ...) unless --exist-ok, so a finished run is never overwritten.
     exist_ok = args.exist_ok or (resume is not None and Path(resume).parent.resolve() == Path(config.out_dir).resolve())
-    trainer = build_trainer(
-        args.model,
+    # --max-time is the whole wall time of training, counted from the start of this
+    # command; with a cosine schedule and no --epochs the epoch count is sized to it.
+    trainer = train_for_budget(
+        model_name,
         args.data,
         config,
+        fit_epochs=args.epochs is None and config.lr_schedule == "cosine",
+        start=_STARTED,
         weights=args.weights,
-        model_overrides=parse_overrides(args.set),
+        model_overrides=model_overrides,
         exist_ok=exist_ok,
+        resume=resume,
     )
-    history = trainer.fit(resume=resume)
+    history = trainer.history
     if trainer.dist.is_main and not history:
         print(f"nothing to train: {resume} has completed {trainer.epoch} of {config.epochs} epochs (raise --epochs)")
     elif trainer.dist.is_main:
@@ -219,17 +260,28 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="rtdetr_r18vd", help="preset name (see `rtdetr info`)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="preset name (see `rtdetr info`); default: the recipe's (scratch: rtdetrv2_hgnetv2_n), else rtdetr_r18vd",
+    )
     p.add_argument("--data", required=True, help="COCO folder, COCO yaml or YOLO data.yaml")
+    p.add_argument(
+        "--recipe",
+        default="reference",
+        choices=["reference", "scratch"],
+        help="reference: the preset's paper recipe (fine-tuning); scratch: from random weights in minutes "
+        "(full lr, cosine, short warm-up and EMA, no strong aug, 100 queries); flags override either",
+    )
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's recipe")
-    p.add_argument("--batch-size", type=int, default=4, help="per process")
+    p.add_argument("--batch-size", type=int, default=None, help="per process (default 4)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--lr", type=float, default=None, help="default: the preset's recipe")
     p.add_argument("--backbone-lr", type=float, default=None, help="default: the preset's recipe")
     p.add_argument("--warmup-iters", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--ema-warmup", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--ema-decay", type=float, default=None, help="default: the preset's recipe (0.9999)")
-    p.add_argument("--lr-schedule", choices=["flat", "cosine"], default="flat")
+    p.add_argument("--lr-schedule", choices=["flat", "cosine"], default=None, help="default: the recipe's")
     p.add_argument(
         "--amp",
         action="store_true",
@@ -258,11 +310,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "one holding a run becomes OUT2, OUT3, ... unless --exist-ok",
     )
     p.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
-    p.add_argument("--max-time", type=float, default=None, help="wall-clock budget in seconds")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        help="wall-clock budget of training in seconds, from the command's start (set-up included; "
+        "the final evaluation comes on top)",
+    )
     p.add_argument("--weights", default=None, help="initialize from a checkpoint (class count may differ)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, help="resume from OUT/last.pt or a given file")
     p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="model config override, e.g. num_queries=100 (repeatable)"
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="training setting (a TrainConfig field) or model config override, e.g. num_queries=100 (repeatable)",
     )
 
 

@@ -6,7 +6,6 @@ Everything is generated locally; nothing is downloaded. ``rtdetr demo`` runs it.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,35 +14,17 @@ from PIL import Image
 from .data import build_dataset, generate_synthetic_dataset, resolve_dataset
 from .infer.draw import draw_detections
 from .nn.postprocess import PostProcessor
+from .train.recipes import get_recipe
 
 __all__ = ["run_demo", "DEMO_SETTINGS", "DEMO_CONF"]
 
 log = logging.getLogger(__name__)
 
-# A from-scratch run on a few CPU minutes: no pretrained backbone, so the backbone
-# trains at the full lr; short warmups; cosine decay to make the most of the budget;
-# EMA over ~100 steps (0.9999 would average in the first, untrained weights); no strong
-# augmentation (stop_epoch=0) and no multi-scale: ten epochs are too few to gain from
-# them; batch 4: twice the optimizer steps of batch 8 for ~0.85x its images/s. Measured
-# (docs/recipe_sweep.md, README "Benchmarks"): 15 CPU minutes give AP50 0.57 with these
-# settings, 0.48 with batch 8, 0.09 with the strong augmentation and 2 loader workers.
-# num_workers None: loading in the training process on a small CPU.
 # Detections drawn on the demo's pictures: the confidence they need.
 DEMO_CONF = 0.3
 
-DEMO_SETTINGS = dict(
-    batch_size=4,
-    lr=4e-4,
-    backbone_lr=4e-4,
-    warmup_iters=30,
-    ema_warmup=30,
-    ema_decay=0.99,
-    lr_schedule="cosine",
-    multi_scale=False,
-    stop_epoch=0,
-    eval_every=10**6,
-    num_workers=None,
-)
+# The demo trains with ``rtdetr train --recipe scratch``'s settings (rtdetr.train.recipes).
+DEMO_SETTINGS = dict(get_recipe("scratch").train)
 
 
 def run_demo(
@@ -58,22 +39,23 @@ def run_demo(
     num_shown: int = 8,
     model_overrides: dict | None = None,
 ) -> int:
+    import time
+
     from .eval import format_metrics_table
-    from .train.launch import build_trainer, epochs_for_budget
+    from .train.launch import train_for_budget
     from .train.train_config import TrainConfig
 
+    start = time.perf_counter()  # the budget includes generating the data and the speed probe
     out = Path(out)
     data = out / "data"
     if not (data / "annotations" / "instances_val.json").exists():
         generate_synthetic_dataset(data, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
-    overrides = model_overrides or {"num_queries": 100}
+    recipe = get_recipe("scratch")
+    overrides = {**recipe.model, **(model_overrides or {})}
     cfg = TrainConfig(
-        epochs=1, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **DEMO_SETTINGS
+        epochs=1, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **recipe.train
     )
-    # The time budget ends the run; the epoch count makes the cosine schedule end with it.
-    cfg = replace(cfg, epochs=epochs_for_budget(model_name, data, cfg, minutes * 60, model_overrides=overrides))
-    trainer = build_trainer(model_name, data, cfg, model_overrides=overrides)
-    trainer.fit()
+    trainer = train_for_budget(model_name, data, cfg, start=start, model_overrides=overrides)
     metrics = trainer.last_metrics or trainer.evaluate()
     table = format_metrics_table(metrics)
     (out / "metrics.md").write_text(table + "\n")

@@ -36,6 +36,7 @@ __all__ = [
     "PRECISIONS",
     "PRECISION_HELP",
     "cpu_supports_bf16",
+    "cpu_description",
     "resolve_precision",
     "resolve_amp_dtype",
     "warn_if_bf16_emulated",
@@ -189,6 +190,22 @@ def _capability() -> str:
         return torch.backends.cpu.get_cpu_capability()
     except AttributeError:
         return "unknown"
+
+
+def cpu_description() -> str:
+    """The ATen CPU capability and the instruction sets that change our numbers, e.g.
+    ``"AVX512 (AVX512-BF16, AMX, VNNI)"`` or ``"AVX2"``: recorded next to every benchmark number."""
+    extras = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI")):
+        if flag in flags:
+            extras.append(name)
+    cap = _capability()
+    return f"{cap} ({', '.join(extras)})" if extras else cap
 
 
 def warn_if_bf16_emulated(precision: str, device: torch.device) -> None:

@@ -337,11 +337,13 @@ class Trainer:
             memory_format=self.memory_format,
         )
 
-    def fit(self, resume: str | Path | None = None) -> list[dict[str, Any]]:
+    def fit(self, resume: str | Path | None = None, *, deadline: float | None = None) -> list[dict[str, Any]]:
         """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming).
 
-        Ctrl-C (KeyboardInterrupt) is re-raised after logging which checkpoint to
-        resume from.
+        ``config.max_time_s`` counts from this call; ``deadline`` (a ``time.perf_counter()``
+        value) replaces that clock, so time spent before ``fit`` (a speed probe, building
+        the model) counts against the budget too. Ctrl-C (KeyboardInterrupt) is
+        re-raised after logging which checkpoint to resume from.
         """
         if resume is not None:
             self.load_state(load_checkpoint(resume, map_location=self.device))
@@ -351,7 +353,7 @@ class Trainer:
             self.run_logger.begin(self.epoch)
         finished = False
         try:
-            self._run_epochs()
+            self._run_epochs(deadline)
             finished = True
         except KeyboardInterrupt:
             if self.dist.is_main:
@@ -362,8 +364,9 @@ class Trainer:
                 self.run_logger.close(plot=finished)
         return self.history
 
-    def _run_epochs(self) -> None:
-        deadline = time.perf_counter() + self.cfg.max_time_s if self.cfg.max_time_s else None
+    def _run_epochs(self, deadline: float | None = None) -> None:
+        if deadline is None and self.cfg.max_time_s:
+            deadline = time.perf_counter() + self.cfg.max_time_s
         while self.epoch < self.cfg.epochs:
             epoch = self.epoch
             self._set_epoch(epoch)
@@ -387,7 +390,7 @@ class Trainer:
                 self._save(metrics)
             barrier()
             if out_of_time:
-                log.info("time budget of %.0f s spent after %d epoch(s)", self.cfg.max_time_s, self.epoch)
+                log.info("time budget spent after %d epoch(s)", self.epoch)
                 break
 
     def interrupted_message(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .input_sizes import fit_multi_scales
 from .run_dir import next_run_dir
 from .train_config import TrainConfig
 
-__all__ = ["build_trainer", "epochs_for_budget", "validate", "make_evaluator_for"]
+__all__ = ["build_trainer", "epochs_for_budget", "train_for_budget", "validate", "make_evaluator_for"]
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,15 @@ def epochs_for_budget(
     *,
     model_overrides: dict[str, Any] | None = None,
     probe_steps: int = 4,
+    probe_counts: bool = False,
 ) -> int:
     """Epochs that fill ``budget_s`` of training, from the speed of a few probe steps.
 
     For time-budgeted runs (``config.max_time_s``): the budget ends the run, the epoch
     count shapes the lr schedule, so a cosine schedule reaches its end when the time
     does. The probe trains a throw-away model (in ``config.out_dir``/probe) for
-    ``probe_steps`` steps after one warm-up step; its time does not count.
+    ``probe_steps`` steps after one warm-up step; its time is taken off ``budget_s``
+    when ``probe_counts`` (the probe is part of the budget), else it does not count.
     """
     probe_cfg = replace(
         config,
@@ -130,15 +133,61 @@ def epochs_for_budget(
         out_dir=str(Path(config.out_dir) / "probe"),
         eval_every=10**9,
     )
+    t0 = time.perf_counter()
     probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides, exist_ok=True)
     n_train = len(probe.train_dataset)
     probe.train_one_epoch(0)  # warm-up: the first steps set up kernels and caches
     stats = probe.train_one_epoch(1)
-    epochs = round(budget_s * stats["images_per_s"] / n_train)
+    if probe_counts:
+        budget_s = max(0.0, budget_s - (time.perf_counter() - t0))
+    # Every rank must plan the same schedule: rank 0's measurement decides.
+    epochs = broadcast_object(round(budget_s * stats["images_per_s"] / n_train))
     log.info(
         "probe: %.1f images/s -> %d epochs of %d images in %.0f s", stats["images_per_s"], epochs, n_train, budget_s
     )
     return max(1, epochs)
+
+
+def train_for_budget(
+    model_name: str,
+    data: str | Path,
+    config: TrainConfig,
+    *,
+    fit_epochs: bool = True,
+    start: float | None = None,
+    weights: str | Path | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+    exist_ok: bool = False,
+    resume: str | Path | None = None,
+) -> Trainer:
+    """Build a Trainer and train it within ``config.max_time_s`` seconds of wall time; returns it.
+
+    The budget counts from ``start`` (a ``time.perf_counter()`` value; default: now), so
+    the speed probe and building the model are part of it: the time a user waits for
+    training is the budget (the evaluation after the last step comes on top).
+    ``fit_epochs``: size ``config.epochs`` to the budget from the probe's speed (see
+    :func:`epochs_for_budget`), so a cosine schedule ends when the time does; off when
+    the user fixed the epoch count. Without ``max_time_s`` this is build + fit.
+    """
+    start = time.perf_counter() if start is None else start
+    budget = config.max_time_s
+    if budget and fit_epochs and resume is None:
+        remaining = budget - (time.perf_counter() - start)
+        config = replace(
+            config,
+            epochs=epochs_for_budget(
+                model_name, data, config, remaining, model_overrides=model_overrides, probe_counts=True
+            ),
+        )
+    trainer = build_trainer(
+        model_name, data, config, weights=weights, model_overrides=model_overrides, augment=augment, exist_ok=exist_ok
+    )
+    deadline = start + budget if budget else None
+    if deadline is not None:
+        log.info("training for the %.0f s left of the %.0f s budget", deadline - time.perf_counter(), budget)
+    trainer.fit(resume=resume, deadline=deadline)
+    return trainer
 
 
 def validate(
