@@ -238,8 +238,21 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from .data import generate_synthetic_dataset
 
+    try:
+        low, high = (float(v) for v in args.object_size.split(","))
+    except ValueError:
+        raise UserError(
+            f"--object-size: expected MIN_PX,MAX_FRACTION such as 12,0.5, got {args.object_size!r}"
+        ) from None
     out = generate_synthetic_dataset(
-        args.out, num_train=args.train, num_val=args.val, imgsz=args.imgsz, seed=args.seed, num_classes=args.classes
+        args.out,
+        num_train=args.train,
+        num_val=args.val,
+        imgsz=args.imgsz,
+        seed=args.seed,
+        num_classes=args.classes,
+        max_objects=args.max_objects,
+        object_size=(low, high),
     )
     print(f"wrote synthetic COCO dataset to {out} ({args.train} train / {args.val} val images)")
     return 0
@@ -366,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--val", type=int, default=100)
     q.add_argument("--imgsz", type=int, default=320)
     q.add_argument("--classes", type=int, default=6)
+    q.add_argument("--max-objects", type=int, default=8, help="objects per image: 1..N (default 8)")
+    q.add_argument(
+        "--object-size",
+        default="12,0.5",
+        help="MIN_PX,MAX_FRACTION: object diameters log-uniform from MIN_PX pixels to MAX_FRACTION of the side",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_data_synth)
 

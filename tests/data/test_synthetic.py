@@ -102,3 +102,19 @@ def test_num_classes_and_cli_entry(tmp_path: Path):
     assert len(list((tmp_path / "train").glob("*.jpg"))) == 3
     with pytest.raises(ValueError):
         generate_synthetic_dataset(tmp_path, num_classes=7)
+
+
+def test_object_size_and_count_knobs_shape_the_generated_set(tmp_path):
+    """A second dataset with other settings: small objects (6 px .. 15% of the side), up to 14 per image."""
+    out = generate_synthetic_dataset(
+        tmp_path / "small", num_train=40, num_val=2, imgsz=200, num_classes=5, max_objects=14, object_size=(6, 0.15)
+    )
+    coco = json.loads((out / "annotations" / "instances_train.json").read_text())
+    sides = [max(a["bbox"][2], a["bbox"][3]) for a in coco["annotations"]]
+    per_image = [sum(a["image_id"] == im["id"] for a in coco["annotations"]) for im in coco["images"]]
+    # diameter <= 30 px; stretch (<= e^0.2) and the square's corners (x 0.75 * sqrt 2) bound the box side
+    assert max(sides) <= 30 * 1.23 * 1.07 + 2 and min(sides) >= 2
+    assert max(per_image) > 8 and max(per_image) <= 14  # more than the default cap of 8 occurs
+    assert {c["id"] for c in coco["categories"]} == {1, 2, 4, 5, 7}
+    with pytest.raises(ValueError, match="object_size"):
+        generate_synthetic_dataset(tmp_path / "bad", num_train=1, num_val=1, object_size=(0, 2.0))

@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -149,9 +150,16 @@ def _object_colour(rng: np.random.Generator, around: np.ndarray) -> np.ndarray:
     return colour.astype(np.float32)
 
 
-def _draw_object(rng: np.random.Generator, size: int, kind: str) -> tuple[int, int, np.ndarray, int]:
-    """Sample one object's geometry; returns (x0, y0, mask clipped to the image, full area)."""
-    diameter = math.exp(rng.uniform(math.log(12), math.log(max(13.0, 0.5 * size))))
+def _draw_object(
+    rng: np.random.Generator, size: int, kind: str, object_size: tuple[float, float] = (12.0, 0.5)
+) -> tuple[int, int, np.ndarray, int]:
+    """Sample one object's geometry; returns (x0, y0, mask clipped to the image, full area).
+
+    ``object_size``: (smallest diameter in pixels, largest as a fraction of the image
+    side); diameters are log-uniform between them.
+    """
+    low, high_frac = object_size
+    diameter = math.exp(rng.uniform(math.log(low), math.log(max(low + 1.0, high_frac * size))))
     r = diameter / 2
     stretch = math.exp(rng.uniform(-0.2, 0.2))
     sx, sy = r * stretch, r / stretch
@@ -174,7 +182,14 @@ def _draw_object(rng: np.random.Generator, size: int, kind: str) -> tuple[int, i
     return cx0, cy0, mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], max(full_area, 1)
 
 
-def render_image(rng: np.random.Generator, size: int = 320, num_classes: int = len(SHAPES)) -> SyntheticImage:
+def render_image(
+    rng: np.random.Generator,
+    size: int = 320,
+    num_classes: int = len(SHAPES),
+    *,
+    max_objects: int = _MAX_OBJECTS,
+    object_size: tuple[float, float] = (12.0, 0.5),
+) -> SyntheticImage:
     """Render one image with 0..8 objects (see the module docstring for the rules)."""
     canvas = _background(rng, size)
     owner = np.full((size, size), -1, dtype=np.int16)
@@ -182,12 +197,12 @@ def render_image(rng: np.random.Generator, size: int = 320, num_classes: int = l
     visible: list[int] = []
     labels: list[int] = []
     extents: list[tuple[int, int, int, int]] = []  # drawn patch per object, xyxy exclusive
-    count = 0 if rng.random() < _NEGATIVE_P else int(rng.integers(1, _MAX_OBJECTS + 1))
+    count = 0 if rng.random() < _NEGATIVE_P else int(rng.integers(1, max_objects + 1))
     for _ in range(count):
         label = int(rng.integers(0, num_classes))
         kind = SHAPES[label][0]
         for _attempt in range(20):
-            x0, y0, mask, full = _draw_object(rng, size, kind)
+            x0, y0, mask, full = _draw_object(rng, size, kind, object_size)
             if mask.sum() < _MIN_VISIBLE * full:
                 continue  # too truncated by the image border
             region = owner[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]]
@@ -225,13 +240,15 @@ def render_image(rng: np.random.Generator, size: int = 320, num_classes: int = l
     return result
 
 
-def _write_split(out: Path, split: str, count: int, size: int, seed: int, num_classes: int, image_format: str) -> dict:
+def _write_split(
+    out: Path, split: str, count: int, size: int, seed: int, num_classes: int, image_format: str, **render: Any
+) -> dict:
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
         rng = np.random.default_rng([seed, _SPLIT_CODES.get(split, 9), index])
-        sample = render_image(rng, size, num_classes)
+        sample = render_image(rng, size, num_classes, **render)
         image_id = index + 1
         file_name = f"{image_id:06d}.{image_format}"
         options = {"quality": 92} if image_format == "jpg" else {}
@@ -266,6 +283,8 @@ def generate_synthetic_dataset(
     seed: int = 0,
     num_classes: int = len(SHAPES),
     image_format: str = "jpg",
+    max_objects: int = _MAX_OBJECTS,
+    object_size: tuple[float, float] = (12.0, 0.5),
 ) -> Path:
     """Write the synthetic dataset (layout in the module docstring); returns ``out_dir``.
 
@@ -276,17 +295,26 @@ def generate_synthetic_dataset(
         seed: the dataset is a pure function of the arguments.
         num_classes: use the first ``num_classes`` shapes of ``SHAPES`` (1..6).
         image_format: "jpg" (small, default) or "png" (lossless pixels).
+        max_objects: objects per image are uniform in 1..max_objects (8% of images have none).
+        object_size: (smallest object diameter in pixels, largest as a fraction of
+            ``imgsz``); log-uniform between them. Defaults give 12 px .. half the image.
     """
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    if not (isinstance(max_objects, int) and max_objects >= 1):
+        raise ValueError(f"max_objects must be an integer >= 1, got {max_objects!r}")
+    if not (len(object_size) == 2 and 1 <= object_size[0] and 0 < object_size[1] <= 1):
+        raise ValueError(f"object_size must be (min pixels >= 1, max fraction in (0, 1]), got {object_size!r}")
     if imgsz < 32:
         raise ValueError(f"imgsz must be at least 32, got {imgsz}")
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     for split, count in (("train", num_train), ("val", num_val)):
-        coco = _write_split(out, split, count, imgsz, seed, num_classes, image_format)
+        coco = _write_split(
+            out, split, count, imgsz, seed, num_classes, image_format, max_objects=max_objects, object_size=object_size
+        )
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as f:
             json.dump(coco, f)
         logger.info("%s: %d images, %d boxes", out / split, len(coco["images"]), len(coco["annotations"]))
