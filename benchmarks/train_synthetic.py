@@ -1,184 +1,108 @@
-"""Train from scratch on the synthetic set for a fixed wall-clock budget; print AP/AP50 and images/s.
+"""From scratch for fixed wall-clock budgets: AP-vs-time curves of ours and YOLOv8n, same data, threads, evaluator.
 
-    python benchmarks/train_synthetic.py --budget-min 15                 # ours only
-    python benchmarks/train_synthetic.py --budget-min 10 --compare hf,yolo
-    python benchmarks/train_synthetic.py --throughput                    # fwd+bwd+loss img/s vs transformers
-    python benchmarks/train_synthetic.py --throughput --isolated         # ... each variant in its own process
+    python benchmarks/train_synthetic.py --budgets 5,10,20 --compare yolo --data runs/bench/shapes
+    python benchmarks/train_synthetic.py --budgets 5,10 --compare yolo --synth b --data runs/bench/shapes_b
+    python benchmarks/train_synthetic.py --budgets 5 --set num_denoising=0            # an ablation of ours only
+    python benchmarks/train_synthetic.py --budgets 5 --compare yolo --latency --json results.json
 
-Comparisons are benchmark-only dependencies: transformers (``RTDetrForObjectDetection``
-with our R18 configuration, random init) and ultralytics (YOLOv8n from its yaml, no
-pretrained weights). Every model is scored by the same COCO evaluator on the same
-validation images. Timings are wall clock on this machine with the default thread count.
+Protocol (each run in a fresh process, budgets interleaved ours / YOLO so a slow phase of
+the machine hits both):
+
+* ours: exactly ``rtdetr train --recipe scratch --data DIR --imgsz S --max-time B`` (``--max-time``
+  counts the command's set-up and speed probe), then scored as ``rtdetr val`` scores it.
+* YOLOv8n: ``YOLO("yolov8n.yaml").train(data, time=B, imgsz=S)`` with Ultralytics' own
+  defaults (batch 16, SGD/auto optimizer, mosaic and its other augmentation, in-process
+  loading on a CPU, which Ultralytics forces). Changed, and printed with the table: the
+  torch thread count is set to ours (Ultralytics sets cores - 1 on a CPU: 1 thread on a
+  2-core machine); ``val=False`` (its per-epoch validation would spend the budget; ours
+  also evaluates once, at the end); ``plots=False`` (no font download offline).
+* both: the same COCO evaluator (``rtdetr.eval.CocoEvaluator``, faster-coco-eval) on the
+  same validation images; YOLO predicts at conf 0.001 (its validation default).
+
+``--data DIR`` is any COCO folder (``annotations/instances_{train,val}.json``, ``train/``,
+``val/``); when it does not exist it is generated: ``--synth a`` (default) the project's
+shapes, 3 classes, 320 px, up to 8 objects of 12 px .. half the image; ``--synth b`` another
+set: 5 classes, 256 px images, up to 14 smaller objects (6 px .. 30%).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import os
+import subprocess
+import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from torch.utils.data import DataLoader
 
-import rtdetr
-from rtdetr.data import (
-    BatchCollator,
-    build_dataset,
-    build_transforms,
-    default_num_workers,
-    generate_synthetic_dataset,
-    resolve_dataset,
-)
-from rtdetr.demo import DEMO_SETTINGS
-from rtdetr.infer.torch_backend import KEEP_FREED_MEMORY_ENV
-from rtdetr.nn.postprocess import PostProcessor
-from rtdetr.train.launch import build_trainer, epochs_for_budget, make_evaluator_for
-from rtdetr.train.train_config import TrainConfig
+from rtdetr.runtime import cpu_description
 
-# The demo's from-scratch CPU settings, with the warmups the recorded runs used.
-FROM_SCRATCH = {**DEMO_SETTINGS, "warmup_iters": 50, "ema_warmup": 50, "progress": False}
+SYNTH_SETS = {
+    "a": dict(num_train=2000, num_val=200, imgsz=320, num_classes=3),
+    "b": dict(num_train=2000, num_val=200, imgsz=256, num_classes=5, max_objects=14, object_size=(6.0, 0.3)),
+}
 
 
-def ensure_data(root: Path, imgsz: int, num_train: int, num_val: int) -> Path:
+def ensure_data(root: Path, synth: str) -> Path:
     if not (root / "annotations" / "instances_val.json").exists():
-        generate_synthetic_dataset(root, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
+        from rtdetr.data import generate_synthetic_dataset
+
+        generate_synthetic_dataset(root, seed=0, **SYNTH_SETS[synth])
     return root
 
 
-def train_ours(
-    data: Path, model: str, imgsz: int, budget_s: float, out: Path, overrides: dict, *, amp: bool = False
-) -> dict:
-    cfg = TrainConfig(epochs=1, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, amp=amp, **FROM_SCRATCH)
-    # The epoch count only shapes the cosine schedule (the budget ends the run): sized
-    # from the speed of a few probe steps, which do not count against the budget.
-    cfg = replace(cfg, epochs=max(2, epochs_for_budget(model, data, cfg, budget_s, model_overrides=overrides)))
-    trainer = build_trainer(model, data, cfg, model_overrides=overrides)
-    trainer.fit()
-    m = trainer.last_metrics or trainer.evaluate()
-    rates = [h["images_per_s"] for h in trainer.history]  # training only, evaluation excluded
-    return {
-        "model": f"rtdetr {model}",
-        "AP": m["AP"],
-        "AP50": m["AP50"],
-        "train_img_s": sum(rates) / len(rates),
-        "epochs": trainer.epoch,
-        "checkpoint": str(trainer.out_dir / "last.pt"),
-    }
-
-
-def _loaders(data: Path, imgsz: int, batch: int):
-    spec = resolve_dataset(data)
-    # The same pipeline as ours (strong augmentation off from ``stop_epoch``), loaded the same way.
-    train = build_dataset(
-        spec, "train", transforms=build_transforms(True, imgsz, stop_epoch=FROM_SCRATCH["stop_epoch"])
-    )
-    val = build_dataset(spec, "val", transforms=build_transforms(False, imgsz))
-    workers = default_num_workers("cpu")
-    tl = DataLoader(
-        train, batch_size=batch, shuffle=True, collate_fn=BatchCollator(), num_workers=workers, drop_last=True
-    )
-    vl = DataLoader(val, batch_size=batch, collate_fn=BatchCollator(), num_workers=workers)
-    return train, val, tl, vl
-
-
-def train_hf(data: Path, imgsz: int, budget_s: float) -> dict:
-    train, val, tl, vl = _loaders(data, imgsz, FROM_SCRATCH["batch_size"])
-    model = hf_rtdetr("rtdetr_r18vd", train.num_classes).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=FROM_SCRATCH["lr"], weight_decay=1e-4)
-    t0, seen = time.perf_counter(), 0
-    while time.perf_counter() - t0 < budget_s:
-        for images, targets in tl:
-            labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
-            loss = model(pixel_values=images, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-            opt.step()
-            seen += images.shape[0]
-            if time.perf_counter() - t0 > budget_s:
-                break
-    elapsed = time.perf_counter() - t0
-    m = _evaluate(lambda x: _hf_outputs(model, x), val, vl)
-    return {
-        "model": "transformers RTDetr R18",
-        "AP": m["AP"],
-        "AP50": m["AP50"],
-        "train_img_s": seen / elapsed,
-        "epochs": seen / len(train),
-    }
-
-
-def _hf_outputs(model, x):
-    out = model(pixel_values=x)
-    return {"pred_logits": out.logits, "pred_boxes": out.pred_boxes}
-
-
-@torch.no_grad()
-def _evaluate(forward, val, loader) -> dict:
-    evaluator = make_evaluator_for(val)
-    post = PostProcessor(val.num_classes, num_top_queries=100, category_ids=val.category_ids)
-    for images, targets in loader:
-        outputs = forward(images)
-        sizes = torch.stack([t["orig_size"] for t in targets])
-        for t, r in zip(targets, post(outputs, sizes)):
-            evaluator.update([{"image_id": int(t["image_id"]), **r}])
-    return evaluator.compute()
-
-
-def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path, *, device: str = "cpu") -> dict:
-    from ultralytics import YOLO
-
-    yaml_path = _export_yolo_layout(data, out / "yolo_data")
-    model = YOLO("yolov8n.yaml")
+def _run(cmd: list[str], threads: int, log: Path) -> float:
+    """Run ``cmd`` with ``threads`` compute threads, output to ``log``; its wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    model.train(
-        data=str(yaml_path),
-        epochs=1000,
-        time=budget_s / 3600,
-        imgsz=imgsz,
-        device=device,
-        workers=2,
-        batch=FROM_SCRATCH["batch_size"],
-        pretrained=False,
-        amp=False,
-        plots=False,
-        val=False,
-        project=str(out),
-        name="yolo",
-        exist_ok=True,
-        verbose=False,
-    )
-    elapsed = time.perf_counter() - t0
-    val = build_dataset(resolve_dataset(data), "val")
-    evaluator = make_evaluator_for(val)
-    for i in range(len(val)):
-        r = model.predict(str(val.image_path(i)), imgsz=imgsz, conf=0.001, device=device, verbose=False)[0]
-        evaluator.update(
-            [
-                {
-                    "image_id": int(val.image_ids[i]),
-                    "boxes": r.boxes.xyxy,
-                    "scores": r.boxes.conf,
-                    "labels": torch.tensor([val.category_ids[int(c)] for c in r.boxes.cls], dtype=torch.int64),
-                }
-            ]
-        )
-    m = evaluator.compute()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {proc.returncode}); see {log}")
+    return wall
+
+
+# ------------------------------------------------------------------------------------- ours
+
+
+def run_ours(data: Path, out: Path, budget_s: float, args: argparse.Namespace) -> dict:
+    """``rtdetr train --recipe scratch`` for ``budget_s`` in a fresh process, then ``rtdetr val``'s metrics."""
+    from rtdetr.loader import load_model
+    from rtdetr.train.launch import validate
+
+    cmd = [sys.executable, "-m", "rtdetr.cli", "train", "--recipe", args.recipe, "--data", str(data)]
+    cmd += ["--imgsz", str(args.imgsz), "--max-time", str(budget_s), "--out", str(out), "--exist-ok"]
+    cmd += ["--model", args.model] if args.model else []
+    for item in args.set:
+        cmd += ["--set", item]
+    wall = _run(cmd, args.threads, out.parent / f"{out.name}.log")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    model = load_model(str(out / "last.pt"))
+    metrics, _ = validate(model, data, imgsz=args.imgsz, device="cpu", progress=False)
+    seen = sum(r["images"] for r in records)
+    img_s = seen / sum(r["train_s"] for r in records)
     return {
-        "model": "ultralytics YOLOv8n",
-        "AP": m["AP"],
-        "AP50": m["AP50"],
-        "train_img_s": float("nan"),
-        "epochs": float("nan"),
-        "wall_s": elapsed,
+        "model": f"ours {model.config.name}" + (f" ({', '.join(args.set)})" if args.set else ""),
+        "AP": metrics["AP"],
+        "AP50": metrics["AP50"],
+        "train_img_s": img_s,
+        "images_seen": seen,
+        "epochs": records[-1]["epoch"],
+        "command_wall_s": wall,
+        "checkpoint": str(out / "last.pt"),
     }
 
 
-def _export_yolo_layout(data: Path, dest: Path) -> Path:
-    """Write the synthetic COCO set as an Ultralytics YOLO dataset (symlinked images, txt labels)."""
+# ------------------------------------------------------------------------------------- YOLO
+
+
+def export_yolo_layout(data: Path, dest: Path) -> Path:
+    """The COCO folder as an Ultralytics dataset (symlinked images, txt labels); the data.yaml path."""
+    from rtdetr.data import build_dataset, resolve_dataset
+
     spec = resolve_dataset(data)
     for split in ("train", "val"):
         ds = build_dataset(spec, split)
@@ -191,11 +115,10 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
                 link.symlink_to(src.resolve())
             _, target = ds[i]
             w, h = (int(v) for v in target["orig_size"])
-            lines = []
-            for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist()):
-                lines.append(
-                    f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-                )
+            lines = [
+                f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist())
+            ]
             (dest / "labels" / split / (src.stem + ".txt")).write_text("\n".join(lines))
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(spec.class_names))
     yaml_path = dest / "data.yaml"
@@ -203,212 +126,197 @@ def _export_yolo_layout(data: Path, dest: Path) -> Path:
     return yaml_path
 
 
-# glibc malloc settings the throughput table is measured under, each in a fresh process
-# (they must be set before the first allocation). "keep freed memory" is what
-# rtdetr.infer.keep_freed_memory() sets: no mmap for big blocks, no trimming, one arena.
-ALLOCATORS: dict[str, dict[str, str]] = {
-    "glibc defaults": {},
-    "keep freed memory": KEEP_FREED_MEMORY_ENV,
-}
+def run_yolo(data: Path, out: Path, budget_s: float, args: argparse.Namespace) -> dict:
+    yaml_path = export_yolo_layout(data, data.parent / f"{data.name}_yolo")
+    result = out.parent / f"{out.name}.json"
+    cmd = [sys.executable, __file__, "--yolo-child", "--data", str(data), "--yolo-data", str(yaml_path)]
+    cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--budget-s", str(budget_s)]
+    cmd += ["--out", str(out), "--result", str(result)]
+    wall = _run(cmd, args.threads, out.parent / f"{out.name}.log")
+    return {**json.loads(result.read_text()), "command_wall_s": wall}
 
 
-# key: label, in table order; transformers fp32, the baseline of the ratios, last.
-THROUGHPUT_VARIANTS: dict[str, str] = {
-    "ours": "rtdetr (ours), fp32",
-    "ours_cl": "rtdetr (ours), fp32 channels-last (the trainer's default)",
-    "ours_cl_compile": "rtdetr (ours), fp32 channels-last, compile=True",
-    "ours_bf16": "rtdetr (ours), bf16 autocast, channels-last",
-    "hf_bf16": "transformers, bf16 autocast",
-    "hf": "transformers, fp32",
-}
+def yolo_child(args: argparse.Namespace) -> None:
+    """Train YOLOv8n from its yaml with its defaults (threads, val and plots aside), then score it."""
+    from ultralytics import YOLO
 
+    from rtdetr.data import build_dataset, resolve_dataset
+    from rtdetr.train.launch import make_evaluator_for
 
-def throughput(imgsz: int = 640, batch: int = 4, steps: int = 5, only: str | None = None) -> list[dict]:
-    """Training images/s (forward + backward + loss) of our R18 vs transformers' R18, same process.
+    counts = {"images": 0, "t_start": None, "t_end": None}
 
-    Both run fp32 and bf16 autocast; ours also with channels-last memory format
-    (which the trainer uses on CPU) and with ``TrainConfig.compile`` (backbone and
-    encoder through ``torch.compile``; compiled in the warm-up step). The variants
-    take turns, one step each per round, so a slow phase of the machine hits all of
-    them alike; medians of ``steps``. ``only``: run just the variant of that key.
-    """
-    from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss
+    def same_threads(trainer) -> None:  # Ultralytics set cores - 1 when it chose the device
+        torch.set_num_threads(args.threads)
+        counts["t_start"] = time.perf_counter()
 
-    torch.manual_seed(0)
-    x = torch.rand(batch, 3, imgsz, imgsz)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    targets = [{"labels": torch.randint(0, 80, (6,)), "boxes": torch.rand(6, 4) * 0.4 + 0.3} for _ in range(batch)]
-    crit = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=80)
-    hf_labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in targets]
-    models: dict[str, torch.nn.Module] = {}
+    def count(trainer) -> None:
+        counts["images"] += trainer.batch_size  # a short last batch of an epoch counts in full
+        counts["t_end"] = time.perf_counter()
 
-    def ours(key: str, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
-        if key not in models:
-            model = rtdetr.build_model("rtdetr_r18vd").train()
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            if compile:
-                model.compile_static_parts()
-            models[key] = model
-        return models[key]
-
-    def ours_step(model, images, bf16=False):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(images, targets)
-        total_loss(crit(out, targets)).backward()
-
-    def hf_step(bf16=False):
-        if "hf" not in models:
-            models["hf"] = hf_rtdetr("rtdetr_r18vd", 80).train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = models["hf"](pixel_values=x, labels=hf_labels).loss
-        loss.backward()
-
-    steps_of = {
-        "ours": lambda: ours_step(ours("ours"), x),
-        "ours_cl": lambda: ours_step(ours("cl", channels_last=True), x_cl),
-        "ours_cl_compile": lambda: ours_step(ours("compiled", channels_last=True, compile=True), x_cl),
-        "ours_bf16": lambda: ours_step(ours("cl", channels_last=True), x_cl, bf16=True),
-        "hf_bf16": lambda: hf_step(bf16=True),
-        "hf": lambda: hf_step(),
-    }
-    variants = {key: steps_of[key] for key in ([only] if only is not None else THROUGHPUT_VARIANTS)}
-    times: dict[str, list[float]] = {key: [] for key in variants}
-    for fn in variants.values():
-        fn()  # warm-up (and compilation)
-    for _ in range(steps):
-        for key, fn in variants.items():
-            t = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t)
-    rows = []
-    for key, ts in times.items():
-        median = sorted(ts)[len(ts) // 2]
-        rows.append({"key": key, "impl": THROUGHPUT_VARIANTS[key], "median_s": median, "img_s": batch / median})
-    return rows
-
-
-def throughput_table(steps: int, *, isolated: bool = False) -> str:
-    """Run :func:`throughput` once per allocator setting, each in a child process; a markdown table.
-
-    ``isolated``: every variant in a process of its own instead (no shared heap
-    between implementations; the machine's slow phases then fall on one of them).
-    """
-    import json
-    import os
-    import subprocess
-    import sys
-
-    def child(env: dict[str, str], only: str | None) -> list[dict]:
-        cmd = [sys.executable, __file__, "--throughput-child", "--steps", str(steps)]
-        proc = subprocess.run(
-            cmd + (["--only", only] if only else []), env={**os.environ, **env}, capture_output=True, text=True
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_train_start", same_threads)
+    model.add_callback("on_train_batch_end", count)
+    out = Path(args.out)
+    model.train(
+        data=args.yolo_data, time=args.budget_s / 3600, imgsz=args.imgsz, device="cpu", pretrained=False,
+        val=False, plots=False, project=str(out.parent), name=out.name, exist_ok=True, verbose=False,
+    )  # fmt: skip
+    trainer = model.trainer
+    weights = Path(trainer.last)
+    predictor = YOLO(str(weights))
+    val = build_dataset(resolve_dataset(args.data), "val")
+    evaluator = make_evaluator_for(val)
+    for i in range(len(val)):
+        r = predictor.predict(str(val.image_path(i)), imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)[0]
+        if i == 0:
+            torch.set_num_threads(args.threads)  # predict chose the device (and threads) again
+        labels = torch.tensor([val.category_ids[int(c)] for c in r.boxes.cls], dtype=torch.int64)
+        evaluator.update(
+            [{"image_id": int(val.image_ids[i]), "boxes": r.boxes.xyxy, "scores": r.boxes.conf, "labels": labels}]
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"throughput child ({env}, {only}) failed:\n{proc.stderr[-3000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+    m = evaluator.compute()
+    train_s = (counts["t_end"] or 0) - (counts["t_start"] or 0)
+    n_train = len(build_dataset(resolve_dataset(args.data), "train"))
+    Path(args.result).write_text(
+        json.dumps(
+            {
+                "model": "YOLOv8n (ultralytics)",
+                "AP": m["AP"],
+                "AP50": m["AP50"],
+                "train_img_s": counts["images"] / train_s if train_s > 0 else float("nan"),
+                "images_seen": counts["images"],
+                "epochs": counts["images"] / n_train,
+                "checkpoint": str(weights),
+                "batch": trainer.batch_size,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
-    results = {}
-    for label, env in ALLOCATORS.items():
-        results[label] = [r for key in THROUGHPUT_VARIANTS for r in child(env, key)] if isolated else child(env, None)
-    mode = "each variant in its own process" if isolated else "variants interleaved in one process"
-    lines = [
-        f"training throughput, R18 @640, batch 4, fwd+bwd+loss, {torch.get_num_threads()} threads, median of {steps}, {mode}",
-        "| allocator | implementation | median step (s) | images/s | vs transformers fp32, same allocator | vs transformers fp32, glibc defaults |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    default_hf = results["glibc defaults"][-1]["img_s"]
-    for label, rows in results.items():
-        base = rows[-1]["img_s"]
-        for r in rows:
-            lines.append(
-                f"| {label} | {r['impl']} | {r['median_s']:.2f} | {r['img_s']:.2f} | "
-                f"{r['img_s'] / base:.2f}x | {r['img_s'] / default_hf:.2f}x |"
-            )
-    return "\n".join(lines)
+
+# ---------------------------------------------------------------------------------- latency
+
+
+def latency_child(args: argparse.Namespace) -> None:
+    """Batch-1 end-to-end latency on the validation images: file -> detections (decode/NMS included)."""
+    from rtdetr.data import build_dataset, resolve_dataset
+
+    paths = [str(build_dataset(resolve_dataset(args.data), "val").image_path(i)) for i in range(args.latency_images)]
+    if args.latency_child == "yolo":
+        from ultralytics import YOLO
+
+        model = YOLO(args.checkpoint)
+        model.predict(paths[0], imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)
+        torch.set_num_threads(args.threads)
+
+        def run(path):
+            return model.predict(path, imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)
+
+        label = "YOLOv8n: predict(file), conf 0.001, NMS included"
+    else:
+        from rtdetr import Detector
+
+        det = Detector.from_pretrained(args.checkpoint, imgsz=args.imgsz, device="cpu", precision=args.precision)
+
+        def run(path):
+            return det.predict(path, conf=0.001)
+
+        label = f"ours: Detector.predict(file), {args.precision}, conf 0.001, decode included"
+    for p in paths[:5]:
+        run(p)
+    times = []
+    for p in paths:
+        t = time.perf_counter()
+        run(p)
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    Path(args.result).write_text(json.dumps({"what": label, "median_ms": times[len(times) // 2], "images": len(times)}))
+
+
+def run_latency(kind: str, checkpoint: str, data: Path, out: Path, args: argparse.Namespace, precision: str) -> dict:
+    result = out / f"latency_{kind}_{precision}.json"
+    cmd = [sys.executable, __file__, "--latency-child", kind, "--checkpoint", checkpoint, "--data", str(data)]
+    cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--result", str(result)]
+    cmd += ["--precision", precision, "--latency-images", str(args.latency_images)]
+    _run(cmd, args.threads, out / f"latency_{kind}_{precision}.log")
+    return json.loads(result.read_text())
+
+
+# ------------------------------------------------------------------------------------- main
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-min", type=float, default=15.0)
-    p.add_argument("--model", default="rtdetr_r18vd")
+    p.add_argument("--budgets", default="5,10,20", help="comma list of training budgets in minutes")
+    p.add_argument("--compare", default="", help="'yolo' to train YOLOv8n on each budget too")
+    p.add_argument("--data", default="runs/bench/shapes", help="COCO folder (generated when missing, see --synth)")
+    p.add_argument("--synth", choices=sorted(SYNTH_SETS), default="a", help="what to generate when --data is missing")
+    p.add_argument("--model", default=None, help="our preset (default: the recipe's)")
+    p.add_argument("--recipe", default="scratch")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to rtdetr train --set")
     p.add_argument("--imgsz", type=int, default=320)
-    p.add_argument("--data", default="runs/bench/data")
-    p.add_argument("--train-images", type=int, default=800)
-    p.add_argument("--val-images", type=int, default=100)
-    p.add_argument("--num-queries", type=int, default=100)
-    p.add_argument("--compare", default="", help="comma list: hf,yolo")
-    p.add_argument("--skip-ours", action="store_true")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast for our model")
-    p.add_argument("--lr", type=float, default=None, help="override the from-scratch lr (all parameters)")
-    p.add_argument("--batch-size", type=int, default=None, help="override the from-scratch batch size (all models)")
-    p.add_argument("--throughput", action="store_true", help="only the R18 @640 batch-4 training throughput table")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per variant (--throughput)")
-    p.add_argument("--isolated", action="store_true", help="--throughput: each variant in its own process")
-    p.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--only", default=None, choices=list(THROUGHPUT_VARIANTS), help=argparse.SUPPRESS)
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_flush_denormal(True)
-
-    if args.throughput_child:  # one allocator setting, see throughput_table
-        import json
-
-        print(json.dumps(throughput(steps=args.steps, only=args.only)))
-        return
-    if args.throughput:
-        print(throughput_table(args.steps, isolated=args.isolated))
-        return
-
-    if args.lr:
-        FROM_SCRATCH.update(lr=args.lr, backbone_lr=args.lr)
-    if args.batch_size:
-        FROM_SCRATCH.update(batch_size=args.batch_size)
-    data = ensure_data(Path(args.data), args.imgsz, args.train_images, args.val_images)
-    budget = args.budget_min * 60
-    results = []
-    if not args.skip_ours:
-        results.append(
-            train_ours(
-                data,
-                args.model,
-                args.imgsz,
-                budget,
-                Path(args.data).parent / "ours",
-                {"num_queries": args.num_queries},
-                amp=args.amp,
-            )
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="compute threads for every model")
+    p.add_argument("--out", default=None, help="run folders (default: next to --data)")
+    p.add_argument("--latency", action="store_true", help="also batch-1 end-to-end latency of the last runs")
+    p.add_argument("--latency-images", type=int, default=60)
+    p.add_argument("--json", default=None, help="write every number here")
+    for hidden in ("--yolo-child", "--yolo-data", "--budget-s", "--result", "--latency-child", "--checkpoint"):
+        p.add_argument(
+            hidden,
+            default=None,
+            help=argparse.SUPPRESS,
+            **({"action": "store_true"} if hidden == "--yolo-child" else {}),
         )
-        print(results[-1], flush=True)
-    runners = {
-        "hf": lambda: train_hf(data, args.imgsz, budget),
-        "yolo": lambda: train_yolo(data, args.imgsz, budget, Path(args.data).parent),
-    }
-    for name in filter(None, args.compare.split(",")):
-        try:
-            results.append(runners[name]())
-        except Exception as e:  # one failed comparison must not lose the others' numbers
-            logging.exception("%s comparison failed", name)
-            nan = float("nan")
-            results.append(
-                {
-                    "model": f"{name} (failed: {type(e).__name__})",
-                    "AP": nan,
-                    "AP50": nan,
-                    "train_img_s": nan,
-                    "epochs": nan,
-                }
-            )
-        print(results[-1], flush=True)
-    print(
-        f"from scratch on the synthetic set: {args.train_images} train / {args.val_images} val images, "
-        f"{args.imgsz} px, {args.budget_min:g} min budget, {torch.get_num_threads()} threads, "
-        f"lr {FROM_SCRATCH['lr']}, batch {FROM_SCRATCH['batch_size']}, amp {args.amp}"
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_flush_denormal(True)
+    if args.yolo_child:
+        args.budget_s = float(args.budget_s)
+        return yolo_child(args)
+    if args.latency_child:
+        return latency_child(args)
+
+    data = ensure_data(Path(args.data), args.synth)
+    out = Path(args.out) if args.out else data.parent / f"{data.name}_runs"
+    out.mkdir(parents=True, exist_ok=True)
+    budgets = [float(b) for b in args.budgets.split(",") if b]
+    tag = "_".join(s.replace("=", "-") for s in args.set) or "default"
+    runs = []
+    for minutes in budgets:
+        row = run_ours(data, out / f"ours_{tag}_{minutes:g}min", minutes * 60, args)
+        runs.append({"budget_min": minutes, **row})
+        print(json.dumps(runs[-1]), flush=True)
+        if "yolo" in args.compare:
+            row = run_yolo(data, out / f"yolo_{minutes:g}min", minutes * 60, args)
+            runs.append({"budget_min": minutes, **row})
+            print(json.dumps(runs[-1]), flush=True)
+    latency = []
+    if args.latency:
+        ours = [r for r in runs if r["model"].startswith("ours")][-1]["checkpoint"]
+        latency.append(run_latency("ours", ours, data, out, args, "fp32"))
+        latency.append(run_latency("ours", ours, data, out, args, "auto"))
+        yolos = [r for r in runs if r["model"].startswith("YOLO")]
+        if yolos:
+            latency.append(run_latency("yolo", yolos[-1]["checkpoint"], data, out, args, "fp32"))
+    header = (
+        f"from scratch on {data} ({args.imgsz} px), {args.threads} threads, CPU {cpu_description()}, "
+        f"torch {torch.__version__}; YOLOv8n at Ultralytics defaults except threads = ours, val=False, plots=False"
     )
-    print("| model | AP | AP50 | train images/s | epochs |")
-    print("|---|---:|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['model']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['train_img_s']:.1f} | {r['epochs']:.1f} |")
+    print(header)
+    print("| budget (min) | model | AP | AP50 | train images/s | images seen | epochs |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in runs:
+        seen = f"{r['images_seen']:.0f}" if r.get("images_seen") else "-"
+        print(
+            f"| {r['budget_min']:g} | {r['model']} | {r['AP']:.3f} | {r['AP50']:.3f} | "
+            f"{r['train_img_s']:.1f} | {seen} | {r['epochs']:.1f} |"
+        )
+    for lat in latency:
+        print(f"latency: {lat['what']}: {lat['median_ms']:.1f} ms median of {lat['images']} images")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"header": header, "cpu": cpu_description(), "runs": runs, "latency": latency}, indent=1)
+        )
 
 
 if __name__ == "__main__":

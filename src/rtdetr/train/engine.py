@@ -315,7 +315,10 @@ class Trainer:
                 break
         stats = {k: v / max(1, batches) for k, v in sums.items()}
         stats = all_reduce_mean(stats, self.device)
-        stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        stats["images"] = seen * self.dist.world_size  # this epoch's, all ranks (a budget can end it early)
+        stats["train_s"] = elapsed
+        stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, elapsed)
         stats["lr"] = self.optimizer.param_groups[-1]["lr"]
         return stats
 
