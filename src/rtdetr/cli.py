@@ -154,7 +154,7 @@ def _train_setup(args: argparse.Namespace, **extra) -> tuple[str, TrainConfig, d
         compile=args.compile,
     )
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_overrides = dict(recipe.model)
+    model_overrides = recipe.model_overrides_for(model_name)
     for key, value in parse_overrides(args.set).items():
         (fields if key in train_fields else model_overrides)[key] = value
     fields.update(extra)

@@ -51,7 +51,7 @@ def run_demo(
     if not (data / "annotations" / "instances_val.json").exists():
         generate_synthetic_dataset(data, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
     recipe = get_recipe("scratch")
-    overrides = {**recipe.model, **(model_overrides or {})}
+    overrides = {**recipe.model_overrides_for(model_name), **(model_overrides or {})}
     cfg = TrainConfig(
         epochs=1, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **recipe.train
     )

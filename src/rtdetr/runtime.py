@@ -201,7 +201,12 @@ def cpu_description() -> str:
             flags = set(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
         flags = set()
-    for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI")):
+    for flag, name in (
+        ("avx512_bf16", "AVX512-BF16"),
+        ("amx_tile", "AMX"),
+        ("avx512_vnni", "VNNI"),
+        ("avx_vnni", "AVX-VNNI"),
+    ):
         if flag in flags:
             extras.append(name)
     cap = _capability()

@@ -90,3 +90,11 @@ def test_the_budget_counts_from_start_so_time_spent_before_fit_is_not_given_agai
         model_overrides=overrides,
     )
     assert fresh.epoch == 3 and fresh.step == 12
+
+
+def test_recipe_model_overrides_only_apply_where_the_preset_has_the_field():
+    from rtdetr.train.recipes import Recipe
+
+    recipe = Recipe("t", "test", model={"num_queries": 50, "use_lab": False})
+    assert recipe.model_overrides_for("rtdetrv2_hgnetv2_n") == {"num_queries": 50, "use_lab": False}
+    assert recipe.model_overrides_for("rtdetr_r18vd") == {"num_queries": 50}  # PResNet has no use_lab

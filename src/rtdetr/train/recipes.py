@@ -38,6 +38,11 @@ class Recipe:
     model: Mapping[str, Any] = field(default_factory=dict)
     default_model: str | None = None
 
+    def model_overrides_for(self, model_name: str) -> dict[str, Any]:
+        """The recipe's model overrides that ``model_name`` has fields for (e.g. ``use_lab``
+        only for HGNetv2 backbones); the others do not apply to it and are left out."""
+        return {k: v for k, v in self.model.items() if _applies(model_name, k, v)}
+
 
 # From scratch on a few CPU minutes, measured in docs/recipe_sweep.md and docs/benchmarks.md:
 # no pretrained backbone, so the backbone trains at the full lr; short warm-ups; cosine
@@ -73,6 +78,16 @@ RECIPES: dict[str, Recipe] = {
         ),
     )
 }
+
+
+def _applies(model_name: str, key: str, value: Any) -> bool:
+    from ..config import get_config
+
+    try:
+        get_config(model_name, **{key: value})
+    except ConfigError:
+        return False
+    return True
 
 
 def list_recipes() -> list[str]:
