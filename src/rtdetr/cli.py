@@ -19,6 +19,7 @@ from .errors import UserError
 from .export.command import add_export_parser
 from .infer.command import add_benchmark_parser, add_predict_parser
 from .serve.command import add_serve_parser
+from .track.command import add_track_parser
 
 if TYPE_CHECKING:
     from .train.train_config import TrainConfig
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_benchmark_parser(sub)
     add_serve_parser(sub)
+    add_track_parser(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")
