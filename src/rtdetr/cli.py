@@ -188,6 +188,12 @@ def _cmd_val(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
     )
+    from .train.distributed import cleanup, is_main_process
+
+    main_rank = is_main_process()  # under torchrun every rank evaluated a share; rank 0 reports
+    cleanup()
+    if not main_rank:
+        return 0
     print(format_metrics_table(metrics))
     if args.save_json:
         evaluator.save_results(args.save_json)
