@@ -8,6 +8,7 @@ detector end to end.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,62 @@ def test_generated_clip_is_deterministic_and_has_entries_and_exits():
         first_seen.setdefault(i, t)
         last_seen[i] = t
     assert any(t > 0 for t in first_seen.values()) or any(t < 59 for t in last_seen.values())
+
+
+def test_track_folder_of_frames_is_one_sequence_and_ids_restart_per_video(tmp_path):
+    """A folder of still frames is one sequence (MOT file named after it); two videos are two sequences."""
+    from PIL import Image
+
+    from rtdetr.infer import Detector
+    from rtdetr.track.capture import iter_sequence_frames
+
+    clip = make_clip(seed=2, frames=4, size=64)
+    frames = tmp_path / "seq01"
+    frames.mkdir()
+    for t, f in enumerate(clip.frames):
+        Image.fromarray(f).save(frames / f"{t:06d}.png")
+    write_clip_video(clip, tmp_path / "videos" / "a.mp4")
+    write_clip_video(clip, tmp_path / "videos" / "b.mp4")
+    seqs = [(s.sequence, s.position) for s in iter_sequence_frames(str(frames))]
+    assert seqs == [(str(frames), t) for t in range(4)]
+    seqs = [(s.sequence, s.position) for s in iter_sequence_frames(str(tmp_path / "videos"))]
+    assert [p for _, p in seqs] == [0, 1, 2, 3, 0, 1, 2, 3] and seqs[0][0].endswith("a.mp4")
+
+    torch.manual_seed(0)
+    det = Detector.from_pretrained("rtdetrv2_hgnetv2_n", num_classes=3, imgsz=160, precision="fp32", num_queries=30)
+    opts = dict(conf=0.0, max_det=2, track_activation_threshold=0.0, high_conf_det_threshold=0.0)
+    out = det.track(str(tmp_path / "videos"), stream=False, minimum_consecutive_frames=1, **opts)
+    assert len(out) == 8 and {o.sequence for o in out} == {str(tmp_path / "videos" / n) for n in ("a.mp4", "b.mp4")}
+    # the same pixels twice: the second video's ids restart, so both videos give the same ids
+    assert [o.track_ids.tolist() for o in out[:4]] == [o.track_ids.tolist() for o in out[4:]]
+    assert all(o.speed["track"] >= 0 for o in out)
+    log = TrackLog(tmp_path / "out")
+    for o in det.track(str(frames), **opts):
+        log.add(o, int(Path(o.source).stem))
+    log.close()
+    assert (tmp_path / "out" / "mot" / "seq01.txt").is_file()
+
+
+def test_unopenable_stream_is_one_error_line(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    from tests.infer.cli_contract import run_bad
+
+    line = run_bad(
+        [
+            "track",
+            f"file://{tmp_path}/no_such.mp4",
+            "--model",
+            "rtdetrv2_hgnetv2_n",
+            "--imgsz",
+            "160",
+            "--set",
+            "num_queries=30",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
+    assert "cannot open stream" in line and "no_such.mp4" in line
+    assert not (tmp_path / "out").exists()
