@@ -41,7 +41,7 @@ def train(args: argparse.Namespace) -> Path:
 
     data = Path(args.out) / "data"
     if not (data / "annotations" / "instances_val.json").exists():
-        kw = dict(size=args.imgsz, frames=90, num_classes=args.classes, objects=6, crossings=1)
+        kw = dict(size=args.imgsz, frames=90, num_classes=args.classes, objects=6, crossings=1, radius=args.radius)
         write_frames_dataset([make_clip(seed=1000 + i, **kw) for i in range(args.train_clips)], data, "train", every=4)
         write_frames_dataset([make_clip(seed=5000 + i, **kw) for i in range(3)], data, "val", every=15)
     cfg = TrainConfig(
@@ -92,7 +92,7 @@ def _thresholds(name: str, activation: float | None) -> dict[str, float]:
 def evaluate(args: argparse.Namespace, checkpoint: Path | None) -> None:
     from rtdetr.infer import Detector
 
-    kw = dict(size=args.imgsz, frames=args.frames, num_classes=args.classes, objects=6, crossings=2)
+    kw = dict(size=args.imgsz, frames=args.frames, num_classes=args.classes, objects=6, crossings=2, radius=args.radius)
     clips = [make_clip(seed=i, **kw) for i in range(args.clips)]
     sources = [("gt + jitter", None)]
     if checkpoint is not None:
@@ -160,6 +160,7 @@ def main() -> None:
     p.add_argument("--model", default="rtdetrv2_hgnetv2_n")
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--radius", type=float, nargs=2, default=(0.07, 0.12), help="object radii, fractions of imgsz")
     p.add_argument("--train-clips", type=int, default=30)
     p.add_argument("--train-minutes", type=float, default=6.0)
     p.add_argument("--clips", type=int, default=4)

@@ -109,6 +109,8 @@ def _cmd_predict_sharded(args: argparse.Namespace, files: list[str], out: Path) 
             )
         barrier()  # the manifest and clean-up come before any rank reads or writes parts
         detector = detector_from_args(args)
+        if args.classes is not None and max(args.classes) >= detector.num_classes:
+            raise UserError(f"--classes {max(args.classes)}: this model has classes 0..{detector.num_classes - 1}")
         on_error_raise = "raise" if args.strict else None
 
         def predict(chunk: list[str], on_error):

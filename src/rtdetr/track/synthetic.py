@@ -101,14 +101,21 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
 
 
 def _movers(
-    rng: np.random.Generator, size: int, frames: int, num_classes: int, objects: int, crossings: int, bg: np.ndarray
+    rng: np.random.Generator,
+    size: int,
+    frames: int,
+    num_classes: int,
+    objects: int,
+    crossings: int,
+    bg: np.ndarray,
+    radius_range: tuple[float, float],
 ) -> list[_Mover]:
     avoid = bg.reshape(-1, 3).mean(0)
     speed_hi = size / 40.0  # crosses the frame in ~40+ frames
     movers: list[_Mover] = []
 
     def radius() -> float:
-        return float(rng.uniform(0.045, 0.09) * size)
+        return float(rng.uniform(*radius_range) * size)
 
     for _ in range(crossings):
         # Two objects of one class meet near the middle of the clip, moving in opposite directions.
@@ -154,6 +161,7 @@ def make_clip(
     crossings: int = 1,
     min_visible: float = 0.3,
     noise: float = 3.0,
+    radius: tuple[float, float] = (0.045, 0.09),
 ) -> Clip:
     """Render a clip of ``frames`` square ``size`` frames (see the module docstring).
 
@@ -163,6 +171,7 @@ def make_clip(
         crossings: same-class crossing pairs (each counts two objects).
         min_visible: fraction of an object's full area that must be visible to be in ``gt``.
         noise: std of per-pixel Gaussian noise (changes colours, never masks).
+        radius: range of object radii, as fractions of ``size``.
     """
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
@@ -170,7 +179,7 @@ def make_clip(
         raise ValueError(f"need frames >= 1 and size >= 32, got frames={frames}, size={size}")
     rng = np.random.default_rng([seed, 18])
     bg = _background(rng, size)
-    movers = _movers(rng, size, frames, num_classes, objects, crossings, bg)
+    movers = _movers(rng, size, frames, num_classes, objects, crossings, bg, radius)
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     gt: list[GtBox] = []
     cols = np.arange(size, dtype=np.float32) + 0.5
