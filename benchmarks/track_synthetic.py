@@ -160,7 +160,7 @@ def main() -> None:
     p.add_argument("--model", default="rtdetrv2_hgnetv2_n")
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--classes", type=int, default=3)
-    p.add_argument("--radius", type=float, nargs=2, default=(0.07, 0.12), help="object radii, fractions of imgsz")
+    p.add_argument("--radius", type=float, nargs=2, default=(0.045, 0.09), help="object radii, fractions of imgsz")
     p.add_argument("--train-clips", type=int, default=30)
     p.add_argument("--train-minutes", type=float, default=6.0)
     p.add_argument("--clips", type=int, default=4)
