@@ -20,6 +20,7 @@ from .errors import UserError
 from .export.command import add_export_parser
 from .infer.command import add_benchmark_parser, add_predict_parser
 from .serve.command import add_serve_parser
+from .track.command import add_track_parser
 
 if TYPE_CHECKING:
     from .train.train_config import TrainConfig
@@ -228,6 +229,12 @@ def _cmd_val(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
     )
+    from .train.distributed import cleanup, is_main_process
+
+    main_rank = is_main_process()  # under torchrun every rank evaluated a share; rank 0 reports
+    cleanup()
+    if not main_rank:
+        return 0
     print(format_metrics_table(metrics))
     if args.save_json:
         evaluator.save_results(args.save_json)
@@ -400,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_benchmark_parser(sub)
     add_serve_parser(sub)
+    add_track_parser(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")

@@ -134,6 +134,11 @@ class CocoEvaluator:
         self.restrict_to_seen = restrict_to_seen
         self._dets: dict[int, np.ndarray] = {}  # image_id -> [N, 6] (x, y, w, h, score, category_id)
 
+    @property
+    def seen_image_ids(self) -> list[int]:
+        """Image ids given to ``update`` (after ``synchronize``: by any rank), sorted."""
+        return sorted(self._dets)
+
     def reset(self) -> None:
         """Drop all accumulated detections."""
         self._dets = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,6 +40,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # Everything the user named is checked before the model loads (seconds) or anything is written.
     files = [f for source in args.source for f in expand_path(source)]
     out = _output_folder(args.out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: each rank predicts its share
+        return _cmd_predict_sharded(args, files, out)
     device = resolve_device(args.device)
     detector = detector_from_args(args)
     if args.classes is not None and max(args.classes) >= detector.num_classes:
@@ -83,6 +86,56 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     media = ", annotated media" if not args.no_save_images else ""
     print(f"results in {out}/ (predictions.json, images.json{media})")
+    return 0
+
+
+def _cmd_predict_sharded(args: argparse.Namespace, files: list[str], out: Path) -> int:
+    """``torchrun ... rtdetr predict``: this rank's chunks, then rank 0 merges (see infer/sharding.py)."""
+    from ..train.distributed import barrier, cleanup, init_distributed
+    from .sharding import merge_parts, plan_shards, prepare_parts, run_shard
+
+    dist_info = init_distributed(args.device)
+    args.device = str(dist_info.device)  # cuda:LOCAL_RANK, not every rank on cuda:0
+    settings = {
+        k: getattr(args, k, None)
+        for k in ("model", "weights", "conf", "imgsz", "classes", "max_det", "precision", "batch_size", "set")
+    }
+    plan = plan_shards(files, rank=dist_info.rank, world_size=dist_info.world_size, settings=settings)
+    try:
+        if dist_info.is_main:
+            done = prepare_parts(out, plan)
+            print(
+                f"{len(files)} file(s) in {plan.num_chunks} chunk(s) over {plan.world_size} ranks; {done} done before"
+            )
+        barrier()  # the manifest and clean-up come before any rank reads or writes parts
+        detector = detector_from_args(args)
+        if args.classes is not None and max(args.classes) >= detector.num_classes:
+            raise UserError(f"--classes {max(args.classes)}: this model has classes 0..{detector.num_classes - 1}")
+        on_error_raise = "raise" if args.strict else None
+
+        def predict(chunk: list[str], on_error):
+            return detector.predict(
+                chunk,
+                conf=args.conf,
+                classes=args.classes,
+                max_det=args.max_det,
+                batch_size=args.batch_size,
+                stream=True,
+                on_error=on_error_raise or on_error,
+            )
+
+        stats = run_shard(out, plan, predict, save_images=not args.no_save_images)
+        print(f"rank {plan.rank}: {stats.chunks_done} chunk(s) predicted, {stats.chunks_skipped} already done")
+        barrier()
+        if dist_info.is_main:
+            merged = merge_parts(out, plan)
+            print(
+                f"{merged.images} image(s)/frame(s), {merged.annotations} detection(s) merged into {out}/predictions.json"
+            )
+            if merged.skipped_files:
+                print(f"skipped {len(merged.skipped_files)} unreadable file(s) of {len(files)}")
+    finally:
+        cleanup()
     return 0
 
 

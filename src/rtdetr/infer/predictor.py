@@ -316,5 +316,58 @@ class Detector:
 
     __call__ = predict
 
+    def track(
+        self,
+        source: Source | int,
+        *,
+        tracker: str = "bytetrack",
+        stream: bool = True,
+        fps: float | None = None,
+        lost_seconds: float = 1.0,
+        class_aware: bool = True,
+        conf: float = DEFAULT_CONF,
+        classes: list[int] | None = None,
+        max_det: int = 300,
+        keep_images: bool = True,
+        on_error: OnError = "skip",
+        **tracker_options: Any,
+    ) -> Iterator[Any] | list[Any]:
+        """Detect and track objects through a video, a folder of frames, a camera or a stream.
+
+        Args:
+            source: what :meth:`predict` takes, a camera index (``0``) or a stream URL
+                (``rtsp://...``); ids persist within each video / folder / stream.
+            tracker: ``"bytetrack"``, ``"sort"`` or ``"ocsort"`` (the ``trackers`` library,
+                ``pip install 'rtdetr[track]'``).
+            stream: a generator (default; bounded memory, needed for cameras) or a list.
+            fps: frame rate for the lost-track buffer (default: the video's; 30 for images).
+            lost_seconds: how long a lost track waits for its object to reappear.
+            class_aware: a track keeps its class (one tracker per class).
+            tracker_options: other options of the library's tracker, e.g.
+                ``track_activation_threshold=0.5``.
+
+        Returns:
+            :class:`~rtdetr.track.TrackedDetections` per frame: ``track_ids`` int64 [N]
+            beside the usual boxes (xyxy pixels), scores and labels; ``speed["track"]``
+            is the tracker's time in ms.
+        """
+        from ..track.stream import track_stream
+
+        gen = track_stream(
+            self,
+            source,
+            tracker=tracker,
+            fps=fps,
+            lost_seconds=lost_seconds,
+            class_aware=class_aware,
+            conf=conf,
+            classes=classes,
+            max_det=max_det,
+            keep_images=keep_images,
+            on_error=on_error,
+            tracker_options=tracker_options,
+        )
+        return gen if stream else list(gen)
+
     def __repr__(self) -> str:
         return f"Detector(backend={type(self.backend).__name__}, imgsz={self.imgsz}, num_classes={self.num_classes})"

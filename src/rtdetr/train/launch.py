@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..builder import build_postprocessor
 from ..data import (
@@ -209,11 +209,15 @@ def validate(
         raise ValueError(f"model predicts {model.config.num_classes} classes but {data} ({split}) has {ds.num_classes}")
     if num_workers is None:
         num_workers = default_num_workers(dist_info.device)
-    loader = DataLoader(ds, batch_size=batch_size, collate_fn=BatchCollator(), num_workers=num_workers)
+    # Under torchrun each rank evaluates every world_size-th image; the evaluator gathers them all.
+    part = Subset(ds, range(dist_info.rank, len(ds), dist_info.world_size)) if dist_info.world_size > 1 else ds
+    loader = DataLoader(part, batch_size=batch_size, collate_fn=BatchCollator(), num_workers=num_workers)
     model = model.to(dist_info.device)
     post = build_postprocessor(model, category_ids=ds.category_ids).to(dist_info.device)
     evaluator = make_evaluator_for(ds)
     setup_cpu_runtime(dist_info.device)
     amp = resolve_amp_dtype(dist_info.device, amp) is not None  # fp32 where bf16 would be emulated
     metrics = evaluate(model, loader, post, evaluator, dist_info.device, amp=amp, progress=progress)
+    if len(evaluator.seen_image_ids) != len(ds):  # gathered from every rank: none may be missing
+        raise RuntimeError(f"evaluated {len(evaluator.seen_image_ids)} of {len(ds)} images of {data} ({split})")
     return metrics, evaluator
