@@ -54,3 +54,19 @@ def test_train_resume_and_val_with_all_options(data, tmp_path, capsys):
 def test_bad_option_value_is_a_one_line_error(data, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), *SMALL, "--set", "loss_cls=focal"]) == 2
     assert "loss_cls (--set loss_cls=...) must be one of vfl, mal, got 'focal'" in capsys.readouterr().err
+
+
+def test_mosaic_that_can_never_run_is_reported(data, tmp_path, caplog):
+    # The demo / from-scratch settings stop the strong augmentation at epoch 0; mosaics follow
+    # stop_epoch unless mosaic_stop_epoch is set, so they would silently never happen.
+    cfg = TrainConfig(imgsz=64, batch_size=2, num_workers=0, device="cpu", out_dir=str(tmp_path / "run"), stop_epoch=0)
+    build_trainer("rtdetrv2_hgnetv2_n", data, cfg, model_overrides={"num_queries": 10, "mosaic_prob": 0.5})
+    assert "mosaic_prob=0.5 has no effect" in caplog.text
+    caplog.clear()
+    trainer = build_trainer(
+        "rtdetrv2_hgnetv2_n",
+        data,
+        cfg,
+        model_overrides={"num_queries": 10, "mosaic_prob": 0.5, "mosaic_stop_epoch": 4},
+    )
+    assert "no effect" not in caplog.text and trainer.train_dataset.stop_epoch == 4

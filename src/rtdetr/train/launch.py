@@ -99,7 +99,12 @@ def build_trainer(
         )
     if config.mosaic_prob > 0:
         train_ds = MosaicDataset(train_ds, prob=config.mosaic_prob, size=config.imgsz, stop_epoch=config.mosaic_until)
-        log.info("mosaic composites with probability %g until epoch %s", config.mosaic_prob, config.mosaic_until)
+        if config.mosaic_until is not None and config.mosaic_until <= 0:
+            log.warning(
+                "mosaic_prob=%g has no effect: mosaics stop at epoch 0 (set mosaic_stop_epoch)", config.mosaic_prob
+            )
+        else:
+            log.info("mosaic composites with probability %g until epoch %s", config.mosaic_prob, config.mosaic_until)
     scales = fit_multi_scales(model, config.imgsz, default_multi_scales(config.imgsz) if config.multi_scale else None)
     return Trainer(
         model,
