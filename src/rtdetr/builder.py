@@ -86,6 +86,7 @@ def build_detector(cfg: RTDETRConfig) -> RTDETR:
         cross_attn_method=dec.cross_attn_method,
         query_select_method=dec.query_select_method,
         checkpoint_layout=cfg.checkpoint_layout,
+        num_o2m_queries=dec.num_o2m_queries,
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg

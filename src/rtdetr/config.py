@@ -85,6 +85,10 @@ class DecoderConfig:
     grid_sample) or "discrete" (one-pixel gather, no GridSample; freezes the
     sampling offsets), and ``query_select_method`` "default", "one2many" or
     "agnostic" (see :func:`rtdetr.nn.query_selection.select_topk`).
+
+    ``num_o2m_queries`` (0 in every preset) adds that many training-only queries
+    matched one-to-many (H-DETR hybrid matching, :mod:`rtdetr.nn.hybrid_queries`);
+    they have no weights of their own and do not exist at inference.
     """
 
     hidden_dim: int = 256
@@ -105,6 +109,12 @@ class DecoderConfig:
     aux_loss: bool = True
     cross_attn_method: str = "default"
     query_select_method: str = "default"
+    num_o2m_queries: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.num_o2m_queries
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"decoder field num_o2m_queries must be an integer >= 0, got {n!r}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .attention import multihead_attention
 from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .deformable_attention import CrossAttnMethod, MSDeformableAttention
 from .denoising import DenoisingGroup, build_denoising_group
+from .hybrid_queries import hybrid_attn_mask, split_o2m
 from .inverse_sigmoid import inverse_sigmoid
 from .layers import MLP, get_activation
 from .memory_format import dense_grad, flatten_hw
@@ -113,6 +114,9 @@ class RTDETRDecoder(nn.Module):
             the RT-DETRv2 options; see :func:`select_topk`.
         checkpoint_layout: "v1" or "v2" key names and persistent buffers (see
             :mod:`rtdetr.nn.checkpoint_layout`); both load into either.
+        num_o2m_queries: K2 training-only queries matched one-to-many (hybrid
+            matching, see :mod:`rtdetr.nn.hybrid_queries`); 0 (default) disables.
+            No parameters of their own: eval outputs and weights are unchanged.
     """
 
     def __init__(
@@ -141,8 +145,12 @@ class RTDETRDecoder(nn.Module):
         cross_attn_method: CrossAttnMethod = "default",
         query_select_method: QuerySelectMethod = "default",
         checkpoint_layout: CheckpointLayout = "v1",
+        num_o2m_queries: int = 0,
     ) -> None:
         super().__init__()
+        if num_o2m_queries < 0 or (learnt_init_query and num_o2m_queries > num_queries):
+            limit = f"in [0, num_queries={num_queries}] with learnt_init_query" if learnt_init_query else ">= 0"
+            raise ValueError(f"num_o2m_queries must be {limit}, got {num_o2m_queries}")
         if len(feat_channels) > num_levels:
             raise ValueError(f"{len(feat_channels)} feature maps for only {num_levels} levels")
         if not -num_layers <= eval_idx < num_layers:
@@ -163,6 +171,7 @@ class RTDETRDecoder(nn.Module):
         self.eps = eps
         self.aux_loss = aux_loss
         self.query_select_method = query_select_method
+        self.num_o2m_queries = num_o2m_queries
         # Missing strides for extra levels continue the doubling.
         while len(self.feat_strides) < num_levels:
             self.feat_strides.append(self.feat_strides[-1] * 2)
@@ -272,20 +281,22 @@ class RTDETRDecoder(nn.Module):
         memory = torch.cat([flatten_hw(dense_grad(p)) for p in proj], dim=1)
         return memory, shapes
 
-    def _select_queries(self, memory: Tensor, shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _select_queries(
+        self, memory: Tensor, shapes: list[tuple[int, int]], k: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Top-K encoder tokens -> (content queries, reference boxes (logits), their enc logits and boxes).
 
         Invalid (border) tokens are zeroed for selection only; like the reference,
         the decoder's cross-attention still reads the unmasked memory. The box head
         runs on the K selected tokens only: the same numbers as running it on all S
         and gathering (the reference's order), at K/S of its cost (2.2 GFLOPs saved
-        at 640 px and width 256).
+        at 640 px and width 256). ``k`` tokens are selected (default ``num_queries``).
         """
         anchors, valid = self._anchors(shapes, memory.device)
         memory = valid.to(memory.dtype) * memory
         output_memory = self.enc_output(memory)  # [B, S, C]
         enc_logits = self.enc_score_head(output_memory)  # [B, S, classes]
-        topk = select_topk(enc_logits, self.num_queries, self.query_select_method)  # [B, K]
+        topk = select_topk(enc_logits, k or self.num_queries, self.query_select_method)  # [B, K]
 
         def take(x: Tensor) -> Tensor:
             return x.gather(1, topk.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
@@ -321,16 +332,31 @@ class RTDETRDecoder(nn.Module):
                 label_noise_ratio=self.label_noise_ratio,
                 box_noise_scale=self.box_noise_scale,
             )
-        target, ref_unact, enc_logits, enc_boxes = self._select_queries(memory, shapes)
+        # One-to-many group (training only): the top num_o2m tokens of a selection whose first
+        # num_queries are the main queries (topk is sorted); at most one per token.
+        num_o2m = min(self.num_o2m_queries, memory.shape[1]) if self.training else 0
+        k = max(self.num_queries, num_o2m)
+        target, ref_unact, enc_logits, enc_boxes = self._select_queries(memory, shapes, k)
+        if num_o2m:
+            o2m_target, o2m_ref = target[:, :num_o2m], ref_unact[:, :num_o2m]
+            target, ref_unact, enc_logits, enc_boxes = (
+                x[:, : self.num_queries] for x in (target, ref_unact, enc_logits, enc_boxes)
+            )
         attn_mask = None
         if dn is not None:
             target = torch.cat([dn.class_embed.to(target.dtype), target], 1)
             ref_unact = torch.cat([dn.boxes_unact.to(ref_unact.dtype), ref_unact], 1)
             attn_mask = dn.attn_mask
+        if num_o2m:
+            attn_mask = hybrid_attn_mask(attn_mask, target.shape[1], num_o2m, memory.device)
+            target, ref_unact = torch.cat([target, o2m_target], 1), torch.cat([ref_unact, o2m_ref], 1)
         boxes, logits = self._decode(target, ref_unact.detach(), memory, shapes, attn_mask)
 
         if not self.training:
             return {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        o2m_outputs = None
+        if num_o2m:
+            boxes, logits, o2m_outputs = split_o2m(boxes, logits, num_o2m)
         if dn is not None:
             num_dn = dn.meta["dn_num_split"][0]
             dn_boxes, boxes = boxes[:, :, :num_dn], boxes[:, :, num_dn:]
@@ -346,6 +372,8 @@ class RTDETRDecoder(nn.Module):
             if dn is not None:
                 out["dn_aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(dn_logits, dn_boxes)]
                 out["dn_meta"] = dn.meta
+        if o2m_outputs is not None:
+            out["o2m_outputs"] = o2m_outputs
         return out
 
     def _decode(

@@ -1,4 +1,4 @@
-"""RT-DETR training loss: IoU-aware classification (VFL) plus L1 and GIoU box losses.
+"""RT-DETR training loss: IoU-aware classification (VFL or MAL) plus L1 and GIoU box losses.
 
 The same three losses supervise the final decoder layer, every intermediate
 decoder layer and the encoder's top-K query selection head (each with its own
@@ -6,6 +6,11 @@ Hungarian matching), and the denoising queries (whose matching is known by
 construction). Box losses are normalized by the number of ground-truth boxes in
 the batch, averaged over processes; the denoising losses by that number times
 the number of denoising groups.
+
+Two training options (both off by default, so the reference numerics are unchanged):
+DEIM's matchability-aware loss (``loss_mal``) in place of VFL, and the losses of the
+decoder's one-to-many query group (``o2m_outputs``, H-DETR hybrid matching: every
+ground truth repeated ``o2m_repeat`` times, Hungarian-matched, suffix ``_o2m``).
 
 Formats: ``pred_logits`` [B, Q, C] raw logits, ``pred_boxes`` [B, Q, 4] cxcywh
 normalized; targets are one dict per image with ``labels`` int64 [N] and
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -24,13 +29,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtdetr.ops.boxes import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
-from rtdetr.train.matcher import Indices, Targets, validate_targets
+from rtdetr.train.matcher import HungarianMatcher, Indices, Targets, validate_targets
 
-__all__ = ["RTDETRCriterion", "total_loss"]
+if TYPE_CHECKING:
+    from rtdetr.train.train_config import TrainConfig
+
+__all__ = ["RTDETRCriterion", "build_criterion", "total_loss", "repeat_targets"]
 
 logger = logging.getLogger(__name__)
 
-LOSS_NAMES = ("loss_vfl", "loss_bbox", "loss_giou")
+LOSS_NAMES = ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou")
 
 # One head's predictions: ``pred_logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4].
 Outputs = Mapping[str, Tensor]
@@ -41,6 +49,26 @@ def total_loss(losses: Mapping[str, Tensor]) -> Tensor:
     if not losses:
         raise ValueError("no losses to sum")
     return torch.stack(list(losses.values())).sum()
+
+
+def build_criterion(config: TrainConfig, num_classes: int) -> RTDETRCriterion:
+    """The criterion a run's settings ask for: the reference VFL + L1 + GIoU (weights 1, 5, 2),
+    with MAL in place of VFL when ``config.loss_cls == "mal"``, and the one-to-many settings."""
+    cls_loss = "loss_mal" if config.loss_cls == "mal" else "loss_vfl"
+    return RTDETRCriterion(
+        matcher=HungarianMatcher(),
+        num_classes=num_classes,
+        weight_dict={cls_loss: 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+        mal_alpha=config.mal_alpha,
+        mal_gamma=config.mal_gamma,
+        o2m_repeat=config.o2m_repeat,
+        o2m_weight=config.o2m_loss_weight,
+    )
+
+
+def repeat_targets(targets: Targets, k: int) -> list[dict[str, Tensor]]:
+    """Every image's ``labels`` [N] and ``boxes`` [N, 4] tiled k times ([k*N], [k*N, 4]); other keys kept."""
+    return [{**t, "labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets]
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -56,8 +84,13 @@ class RTDETRCriterion(nn.Module):
             callable with the same signature).
         num_classes: C, the number of foreground classes (no background logit).
         weight_dict: weight per base loss name; only the losses named here are
-            computed. Keys among ``loss_vfl``, ``loss_bbox``, ``loss_giou``.
+            computed. Keys among ``loss_vfl``, ``loss_mal``, ``loss_bbox``, ``loss_giou``.
         alpha, gamma: VFL focusing parameters for the negatives.
+        mal_alpha, mal_gamma: MAL's negative weight and its exponent (of the IoU
+            target and of the negatives' focal term); DEIM uses 1 and 1.5.
+        o2m_repeat: k, the copies of each ground truth the one-to-many group
+            (``outputs["o2m_outputs"]``) is matched against.
+        o2m_weight: factor on every ``*_o2m`` loss (0 skips them).
     """
 
     def __init__(
@@ -68,6 +101,10 @@ class RTDETRCriterion(nn.Module):
         weight_dict: Mapping[str, float] | None = None,
         alpha: float = 0.75,
         gamma: float = 2.0,
+        mal_alpha: float = 1.0,
+        mal_gamma: float = 1.5,
+        o2m_repeat: int = 6,
+        o2m_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if weight_dict is None:
@@ -80,9 +117,18 @@ class RTDETRCriterion(nn.Module):
         self.weight_dict = dict(weight_dict)
         self.alpha = alpha
         self.gamma = gamma
+        if o2m_repeat < 1:
+            raise ValueError(f"o2m_repeat must be >= 1, got {o2m_repeat}")
+        self.mal_alpha = mal_alpha
+        self.mal_gamma = mal_gamma
+        self.o2m_repeat = o2m_repeat
+        self.o2m_weight = o2m_weight
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={self.alpha}, gamma={self.gamma}"
+        text = f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={self.alpha}, gamma={self.gamma}"
+        if "loss_mal" in self.weight_dict:
+            text += f", mal_alpha={self.mal_alpha}, mal_gamma={self.mal_gamma}"
+        return text + f", o2m_repeat={self.o2m_repeat}, o2m_weight={self.o2m_weight}"
 
     # ------------------------------------------------------------------ losses
 
@@ -94,20 +140,27 @@ class RTDETRCriterion(nn.Module):
         (query, class) pair is pushed to 0 with the focal weight alpha * p^gamma.
         Returns a scalar; sum over all B*Q*C terms divided by num_boxes.
         """
-        logits = outputs["pred_logits"]
-        logits = logits.to(_compute_dtype(logits))
-        batch_idx, query_idx, src_boxes, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
-        iou, _ = paired_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
-        iou = iou.detach().to(logits.dtype)
-
-        one_hot = torch.zeros_like(logits)
-        one_hot[batch_idx, query_idx, tgt_labels] = 1.0
-        target_score = torch.zeros_like(logits)
-        target_score[batch_idx, query_idx, tgt_labels] = iou
+        logits, one_hot, iou = self._iou_targets(outputs, targets, indices)
+        target_score = iou  # zero off the matched pairs
         pred_score = logits.detach().sigmoid()
         weight = self.alpha * pred_score.pow(self.gamma) * (1 - one_hot) + target_score
         loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
         # Equal to the reference's loss.mean(1).sum() * Q / num_boxes.
+        return loss.sum() / num_boxes
+
+    def loss_mal(self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float) -> Tensor:
+        """DEIM's matchability-aware loss (unweighted): VFL with target IoU^gamma and unweighted positives.
+
+        For the matched (query, class) pairs, with q = IoU(box, target) and p = sigmoid(logit):
+        ``-(q^g log p + (1 - q^g) log(1 - p))``, weight 1 whatever q is (VFL weights it by q,
+        so a low-IoU match barely trains); every other pair: ``-a p^g log(1 - p)``
+        (a = ``mal_alpha``, g = ``mal_gamma``). Sum over all B*Q*C terms / num_boxes.
+        """
+        logits, one_hot, iou = self._iou_targets(outputs, targets, indices)
+        target_score = iou.pow(self.mal_gamma)  # 0^g = 0 off the matched pairs
+        pred_score = logits.detach().sigmoid()
+        weight = self.mal_alpha * pred_score.pow(self.mal_gamma) * (1 - one_hot) + one_hot
+        loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
         return loss.sum() / num_boxes
 
     def loss_boxes(self, outputs: Outputs, targets: Targets, indices: Indices, num_boxes: float) -> dict[str, Tensor]:
@@ -119,6 +172,19 @@ class RTDETRCriterion(nn.Module):
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     # ----------------------------------------------------------------- helpers
+
+    def _iou_targets(self, outputs: Outputs, targets: Targets, indices: Indices) -> tuple[Tensor, Tensor, Tensor]:
+        """(logits [B, Q, C] in float32 or wider, one_hot [B, Q, C] of the matched (query, class)
+        pairs, IoU [B, Q, C] of each matched box with its target there and 0 elsewhere, detached)."""
+        logits = outputs["pred_logits"]
+        logits = logits.to(_compute_dtype(logits))
+        batch_idx, query_idx, src_boxes, tgt_boxes, tgt_labels = self._matched(outputs, targets, indices)
+        iou, _ = paired_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        one_hot = torch.zeros_like(logits)
+        one_hot[batch_idx, query_idx, tgt_labels] = 1.0
+        iou_map = torch.zeros_like(logits)
+        iou_map[batch_idx, query_idx, tgt_labels] = iou.detach().to(logits.dtype)
+        return logits, one_hot, iou_map
 
     @staticmethod
     def _matched(outputs: Outputs, targets: Targets, indices: Indices) -> tuple[Tensor, ...]:
@@ -149,6 +215,8 @@ class RTDETRCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         if "loss_vfl" in self.weight_dict:
             losses["loss_vfl"] = self.loss_vfl(outputs, targets, indices, num_boxes)
+        if "loss_mal" in self.weight_dict:
+            losses["loss_mal"] = self.loss_mal(outputs, targets, indices, num_boxes)
         if "loss_bbox" in self.weight_dict or "loss_giou" in self.weight_dict:
             losses.update(self.loss_boxes(outputs, targets, indices, num_boxes))
         return {k + suffix: v * self.weight_dict[k] for k, v in losses.items() if k in self.weight_dict}
@@ -201,13 +269,16 @@ class RTDETRCriterion(nn.Module):
                 decoder layers 0..L-2, then the encoder top-K head, which has one
                 logit when ``enc_meta["class_agnostic"]`` is set); optional
                 ``dn_aux_outputs`` (one dict per decoder layer, [B, Q_dn, ...])
-                with ``dn_meta`` (``dn_positive_idx``, ``dn_num_group``).
+                with ``dn_meta`` (``dn_positive_idx``, ``dn_num_group``); optional
+                ``o2m_outputs`` (one dict per decoder layer, [B, Q_o2m, ...]: the
+                training-only one-to-many query group).
             targets: B dicts, ``labels`` int64 [N_b], ``boxes`` [N_b, 4] cxcywh.
 
         Returns:
-            Scalar losses, already multiplied by their weight: ``loss_vfl``,
-            ``loss_bbox``, ``loss_giou``, the same with ``_aux_{i}`` per aux
-            output and ``_dn_{i}`` per denoising output. Sum them with
+            Scalar losses, already multiplied by their weight: ``loss_vfl`` (or
+            ``loss_mal``), ``loss_bbox``, ``loss_giou``, the same with ``_aux_{i}``
+            per aux output, ``_dn_{i}`` per denoising output and ``_o2m_{i}`` per
+            one-to-many output (also times ``o2m_weight``). Sum them with
             :func:`total_loss`.
         """
         bs = outputs["pred_logits"].shape[0]
@@ -241,4 +312,15 @@ class RTDETRCriterion(nn.Module):
             dn_num_boxes = num_boxes * int(dn_meta["dn_num_group"])
             for i, dn in enumerate(dn_outputs):
                 losses.update(self._weighted(dn, targets, dn_idx, dn_num_boxes, f"_dn_{i}"))
+
+        o2m_outputs = outputs.get("o2m_outputs") or []
+        if o2m_outputs and self.o2m_weight > 0:
+            # Hybrid matching: with each box present k times, Hungarian matching gives
+            # every box up to k queries of this group; normalized like k times the boxes.
+            o2m_targets = repeat_targets(targets, self.o2m_repeat)
+            o2m_num_boxes = num_boxes * self.o2m_repeat
+            for i, o2m in enumerate(o2m_outputs):
+                indices = self.matcher(o2m, o2m_targets)
+                weighted = self._weighted(o2m, o2m_targets, indices, o2m_num_boxes, f"_o2m_{i}")
+                losses.update({k: v * self.o2m_weight for k, v in weighted.items()})
         return losses

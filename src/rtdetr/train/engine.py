@@ -27,10 +27,9 @@ from .checkpoint import (
     save_checkpoint,
     to_plain,
 )
-from .criterion import RTDETRCriterion, total_loss
+from .criterion import build_criterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
 from .input_sizes import check_multi_scales
-from .matcher import HungarianMatcher
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
 from .run_logger import RunLogger
 from .train_config import TrainConfig
@@ -173,9 +172,7 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-        self.criterion = (criterion or RTDETRCriterion(matcher=HungarianMatcher(), num_classes=num_classes)).to(
-            self.device
-        )
+        self.criterion = (criterion or build_criterion(config, num_classes)).to(self.device)
         self.optimizer = build_optimizer(
             self.model,
             lr=config.lr,
@@ -301,7 +298,7 @@ class Trainer:
             seen += images.shape[0]
             batches += 1
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
-            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
+            for k in ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou"):
                 if k in losses:
                     sums[k] = sums.get(k, 0.0) + losses[k].item()
             if hasattr(bar, "set_postfix"):

@@ -20,6 +20,7 @@ from ..data import (
     default_num_workers,
     resolve_dataset,
 )
+from ..data.mosaic import MosaicDataset
 from ..eval import CocoEvaluator
 from ..loader import build_model
 from ..runtime import resolve_amp_dtype, setup_cpu_runtime
@@ -27,7 +28,7 @@ from .distributed import broadcast_object, init_distributed
 from .engine import Trainer, evaluate
 from .input_sizes import fit_multi_scales
 from .run_dir import next_run_dir
-from .train_config import TrainConfig
+from .train_config import TrainConfig, split_overrides
 
 __all__ = ["build_trainer", "epochs_for_budget", "train_for_budget", "validate", "make_evaluator_for"]
 
@@ -60,7 +61,13 @@ def build_trainer(
     ``out_dir2``, ``out_dir3``, ... (logged; the Trainer's ``out_dir`` says where)
     unless ``exist_ok`` (which resuming into that folder needs).
     Multi-scale sizes too small for the model's query count are dropped (logged).
+    ``model_overrides`` (``--set``) may also hold the training fields of
+    :data:`~rtdetr.train.train_config.OVERRIDE_FIELDS` (e.g. ``loss_cls="mal"``,
+    ``mosaic_prob=0.5``); those replace the fields of ``config``.
     """
+    model_overrides, train_overrides = split_overrides(model_overrides)
+    if train_overrides:
+        config = replace(config, **train_overrides)
     dist_info = init_distributed(config.device)
     # Rank 0 picks the folder and tells the others, so all ranks agree even if rank 0
     # has already created it by the time another rank would look.
@@ -91,6 +98,14 @@ def build_trainer(
             train_ds.num_classes,
             report.reinitialized_keys or "none",
         )
+    if config.mosaic_prob > 0:
+        train_ds = MosaicDataset(train_ds, prob=config.mosaic_prob, size=config.imgsz, stop_epoch=config.mosaic_until)
+        if config.mosaic_until is not None and config.mosaic_until <= 0:
+            log.warning(
+                "mosaic_prob=%g has no effect: mosaics stop at epoch 0 (set mosaic_stop_epoch)", config.mosaic_prob
+            )
+        else:
+            log.info("mosaic composites with probability %g until epoch %s", config.mosaic_prob, config.mosaic_until)
     scales = fit_multi_scales(model, config.imgsz, default_multi_scales(config.imgsz) if config.multi_scale else None)
     return Trainer(
         model,
