@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,8 @@ log = logging.getLogger("track_synthetic")
 
 
 def train(args: argparse.Namespace) -> Path:
-    from rtdetr.demo import DEMO_SETTINGS
-    from rtdetr.train.launch import build_trainer, epochs_for_budget
+    from rtdetr.train.launch import train_for_budget
+    from rtdetr.train.recipes import get_recipe
     from rtdetr.train.train_config import TrainConfig
 
     data = Path(args.out) / "data"
@@ -44,20 +43,16 @@ def train(args: argparse.Namespace) -> Path:
         kw = dict(size=args.imgsz, frames=90, num_classes=args.classes, objects=6, crossings=1, radius=args.radius)
         write_frames_dataset([make_clip(seed=1000 + i, **kw) for i in range(args.train_clips)], data, "train", every=4)
         write_frames_dataset([make_clip(seed=5000 + i, **kw) for i in range(3)], data, "val", every=15)
+    recipe = get_recipe("scratch")  # what `rtdetr train --recipe scratch --max-time` runs
     cfg = TrainConfig(
-        epochs=1,
         imgsz=args.imgsz,
         device="cpu",
         out_dir=str(Path(args.out) / "train"),
         max_time_s=args.train_minutes * 60,
-        **DEMO_SETTINGS,
+        **recipe.train,
     )
-    overrides = {"num_queries": 100}
-    cfg = replace(
-        cfg, epochs=epochs_for_budget(args.model, data, cfg, args.train_minutes * 60, model_overrides=overrides)
-    )
-    trainer = build_trainer(args.model, data, cfg, model_overrides=overrides, exist_ok=True)
-    trainer.fit()
+    overrides = recipe.model_overrides_for(args.model)
+    trainer = train_for_budget(args.model, data, cfg, model_overrides=overrides, exist_ok=True)
     log.info(
         "detector: %s, AP50 on held-out frames %.3f", trainer.out_dir / "last.pt", trainer.last_metrics.get("AP50", -1)
     )

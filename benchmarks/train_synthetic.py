@@ -9,7 +9,7 @@ Protocol (each run in a fresh process, budgets interleaved ours / YOLO so a slow
 the machine hits both):
 
 * ours: exactly ``rtdetr train --recipe scratch --data DIR --imgsz S --max-time B`` (``--max-time``
-  counts the command's set-up and speed probe), then scored as ``rtdetr val`` scores it.
+  counts the command's set-up), then scored as ``rtdetr val`` scores it.
 * YOLOv8n: ``YOLO("yolov8n.yaml").train(data, time=B, imgsz=S)`` with Ultralytics' own
   defaults (batch 16, SGD/auto optimizer, mosaic and its other augmentation, in-process
   loading on a CPU, which Ultralytics forces). Changed, and printed with the table: the

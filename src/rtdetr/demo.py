@@ -45,7 +45,7 @@ def run_demo(
     from .train.launch import train_for_budget
     from .train.train_config import TrainConfig
 
-    start = time.perf_counter()  # the budget includes generating the data and the speed probe
+    start = time.perf_counter()  # the budget includes generating the data and building the model
     out = Path(out)
     data = out / "data"
     if not (data / "annotations" / "instances_val.json").exists():

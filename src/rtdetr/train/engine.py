@@ -32,6 +32,7 @@ from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_dist
 from .input_sizes import check_multi_scales
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
 from .run_logger import RunLogger
+from .time_budget import TimeBudget
 from .train_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingDiverged", "evaluate", "autocast_context"]
@@ -209,6 +210,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None  # the newest complete checkpoint of this run
         self._last_checkpoint_epoch = 0  # the epochs it holds
         self.history: list[dict[str, Any]] = []
+        self.time_budget: TimeBudget | None = None  # set by fit(fit_schedule=True) under a deadline
         self.last_metrics: dict[str, Any] = {}  # full result of the latest evaluation (per-class table too)
         self.run_logger = RunLogger(self.out_dir) if self.dist.is_main else None
 
@@ -293,6 +295,10 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 self.step += 1
+                if self.time_budget is not None:
+                    fitted = self.time_budget.after_step(self.step)
+                    if fitted is not None:  # the epochs the rest of the budget allows
+                        self.cfg = dataclasses.replace(self.cfg, epochs=max(fitted, epoch + 1))
                 if self.ema is not None:
                     self.ema.update(self.model)
             seen += images.shape[0]
@@ -337,13 +343,17 @@ class Trainer:
             memory_format=self.memory_format,
         )
 
-    def fit(self, resume: str | Path | None = None, *, deadline: float | None = None) -> list[dict[str, Any]]:
+    def fit(
+        self, resume: str | Path | None = None, *, deadline: float | None = None, fit_schedule: bool = False
+    ) -> list[dict[str, Any]]:
         """Train for ``config.epochs`` (from a checkpoint's next epoch when resuming).
 
         ``config.max_time_s`` counts from this call; ``deadline`` (a ``time.perf_counter()``
-        value) replaces that clock, so time spent before ``fit`` (a speed probe, building
-        the model) counts against the budget too. Ctrl-C (KeyboardInterrupt) is
-        re-raised after logging which checkpoint to resume from.
+        value) replaces that clock, so time spent before ``fit`` (building the model and
+        data) counts against the budget too. ``fit_schedule``: with a time budget, size
+        the lr schedule (and the epoch count) to the steps that fit in it, re-measured as
+        the run goes (:class:`~rtdetr.train.time_budget.TimeBudget`). Ctrl-C
+        (KeyboardInterrupt) is re-raised after logging which checkpoint to resume from.
         """
         if resume is not None:
             self.load_state(load_checkpoint(resume, map_location=self.device))
@@ -353,7 +363,7 @@ class Trainer:
             self.run_logger.begin(self.epoch)
         finished = False
         try:
-            self._run_epochs(deadline)
+            self._run_epochs(deadline, fit_schedule)
             finished = True
         except KeyboardInterrupt:
             if self.dist.is_main:
@@ -364,9 +374,11 @@ class Trainer:
                 self.run_logger.close(plot=finished)
         return self.history
 
-    def _run_epochs(self, deadline: float | None = None) -> None:
+    def _run_epochs(self, deadline: float | None = None, fit_schedule: bool = False) -> None:
         if deadline is None and self.cfg.max_time_s:
             deadline = time.perf_counter() + self.cfg.max_time_s
+        if fit_schedule and deadline is not None:
+            self.time_budget = TimeBudget(deadline, self.scheduler, self.steps_per_epoch)
         while self.epoch < self.cfg.epochs:
             epoch = self.epoch
             self._set_epoch(epoch)

@@ -30,9 +30,12 @@ from .input_sizes import fit_multi_scales
 from .run_dir import next_run_dir
 from .train_config import TrainConfig, split_overrides
 
-__all__ = ["build_trainer", "epochs_for_budget", "train_for_budget", "validate", "make_evaluator_for"]
+__all__ = ["build_trainer", "train_for_budget", "validate", "make_evaluator_for"]
 
 log = logging.getLogger(__name__)
+
+# The epoch count a time-fitted run starts with, before it has measured its step rate.
+_UNFITTED_EPOCHS = 10_000
 
 
 def make_evaluator_for(dataset: Any) -> CocoEvaluator:
@@ -121,48 +124,6 @@ def build_trainer(
     )
 
 
-def epochs_for_budget(
-    model_name: str,
-    data: str | Path,
-    config: TrainConfig,
-    budget_s: float,
-    *,
-    model_overrides: dict[str, Any] | None = None,
-    probe_steps: int = 4,
-    probe_counts: bool = False,
-) -> int:
-    """Epochs that fill ``budget_s`` of training, from the speed of a few probe steps.
-
-    For time-budgeted runs (``config.max_time_s``): the budget ends the run, the epoch
-    count shapes the lr schedule, so a cosine schedule reaches its end when the time
-    does. The probe trains a throw-away model (in ``config.out_dir``/probe) for
-    ``probe_steps`` steps after one warm-up step; its time is taken off ``budget_s``
-    when ``probe_counts`` (the probe is part of the budget), else it does not count.
-    """
-    probe_cfg = replace(
-        config,
-        epochs=1,
-        max_steps_per_epoch=probe_steps,
-        max_time_s=None,
-        progress=False,
-        out_dir=str(Path(config.out_dir) / "probe"),
-        eval_every=10**9,
-    )
-    t0 = time.perf_counter()
-    probe = build_trainer(model_name, data, probe_cfg, model_overrides=model_overrides, exist_ok=True)
-    n_train = len(probe.train_dataset)
-    probe.train_one_epoch(0)  # warm-up: the first steps set up kernels and caches
-    stats = probe.train_one_epoch(1)
-    if probe_counts:
-        budget_s = max(0.0, budget_s - (time.perf_counter() - t0))
-    # Every rank must plan the same schedule: rank 0's measurement decides.
-    epochs = broadcast_object(round(budget_s * stats["images_per_s"] / n_train))
-    log.info(
-        "probe: %.1f images/s -> %d epochs of %d images in %.0f s", stats["images_per_s"], epochs, n_train, budget_s
-    )
-    return max(1, epochs)
-
-
 def train_for_budget(
     model_name: str,
     data: str | Path,
@@ -179,29 +140,25 @@ def train_for_budget(
     """Build a Trainer and train it within ``config.max_time_s`` seconds of wall time; returns it.
 
     The budget counts from ``start`` (a ``time.perf_counter()`` value; default: now), so
-    the speed probe and building the model are part of it: the time a user waits for
+    building the model and reading the data are part of it: the time a user waits for
     training is the budget (the evaluation after the last step comes on top).
-    ``fit_epochs``: size ``config.epochs`` to the budget from the probe's speed (see
-    :func:`epochs_for_budget`), so a cosine schedule ends when the time does; off when
-    the user fixed the epoch count. Without ``max_time_s`` this is build + fit.
+    ``fit_epochs``: the run sizes its lr schedule and epoch count to the steps that fit
+    in the budget, from its own measured step rate (no separate probe); off when the
+    user fixed the epoch count. Without ``max_time_s`` this is build + fit.
     """
     start = time.perf_counter() if start is None else start
     budget = config.max_time_s
-    if budget and fit_epochs and resume is None:
-        remaining = budget - (time.perf_counter() - start)
-        config = replace(
-            config,
-            epochs=epochs_for_budget(
-                model_name, data, config, remaining, model_overrides=model_overrides, probe_counts=True
-            ),
-        )
+    fit = bool(budget) and fit_epochs and resume is None
+    if fit:
+        # Until the first measurement (after ~20 steps) the schedule must not end: plenty of epochs.
+        config = replace(config, epochs=max(config.epochs, _UNFITTED_EPOCHS))
     trainer = build_trainer(
         model_name, data, config, weights=weights, model_overrides=model_overrides, augment=augment, exist_ok=exist_ok
     )
     deadline = start + budget if budget else None
     if deadline is not None:
         log.info("training for the %.0f s left of the %.0f s budget", deadline - time.perf_counter(), budget)
-    trainer.fit(resume=resume, deadline=deadline)
+    trainer.fit(resume=resume, deadline=deadline, fit_schedule=fit)
     return trainer
 
 
