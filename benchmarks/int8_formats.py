@@ -1,7 +1,7 @@
 """Int8 ONNX schemes compared on a trained checkpoint: COCO AP, agreement with fp32, features, latency.
 
-    python benchmarks/int8_formats.py --checkpoint runs/bench/ours/last.pt --data runs/bench/data
-    python benchmarks/int8_formats.py ... --schemes u8s8_7bit,u8s8_8bit --runs 30 --threads 1
+    python -m benchmarks.int8_formats --checkpoint runs/bench/ours/last.pt --data runs/bench/data
+    python -m benchmarks.int8_formats ... --schemes u8s8_7bit,u8s8_8bit --runs 30 --threads 1
 
 For each scheme the fp32 export is quantized (calibrated on ``--calib-images`` images of the
 training split) and, like the fp32 file, scored on the validation split by the package's COCO
