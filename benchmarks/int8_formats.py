@@ -31,7 +31,7 @@ from torch import Tensor, nn
 # name -> quantize_onnx_int8 keyword arguments
 SCHEMES: dict[str, dict] = {
     "u8s8_7bit": {"reduce_range": True},  # the default
-    "u8s8_8bit": {"reduce_range": False},  # the pre-issue-15 default
+    "u8s8_8bit": {"reduce_range": False},  # the earlier default (full-range 8-bit weights)
     "u8u8_8bit": {"reduce_range": False, "weight_type": "uint8"},
     "u8s8_7bit_per_tensor": {"reduce_range": True, "per_channel": False},
     "u8s8_7bit_qoperator": {"reduce_range": True, "quant_format": "qoperator"},

@@ -3,7 +3,7 @@
 The fixtures (``tests/data/forward_r18vd_slim.pt`` here, ``forward_*.pt`` in the full
 reference set) were recorded with weights that depend only on each state-dict key and shape,
 so any implementation using the reference's key names gets the same model. The rule, as the
-reference set's README and helper define it, for every floating-point tensor of key ``k`` and
+reference set's README and its `fill.py` define it, for every floating-point tensor of key ``k`` and
 shape ``s``: draw ``z ~ N(0, 1)`` in float64 from a generator seeded with ``crc32(k)``, then
 
 - ``running_var``: ``1 + 0.1 |z|``; ``running_mean``: ``0.1 z``;
@@ -12,7 +12,7 @@ shape ``s``: draw ``z ~ N(0, 1)`` in float64 from a generator seeded with ``crc3
 
 The input is ``torch.rand`` in float64 from a generator seeded with the fixture's
 ``input_seed``. ``tests/nn/test_reference_parity.py`` checks this module against the
-reference helper whenever the full set is present, so the two cannot drift apart.
+reference's `fill.py` whenever the full set is present, so the two cannot drift apart.
 """
 
 from __future__ import annotations
