@@ -1,8 +1,8 @@
 """GPU numbers in one run: training images/s and inference latency/throughput, with transformers beside them.
 
-    python benchmarks/gpu.py                      # the full table (a few minutes on an H100/H200)
-    python benchmarks/gpu.py --device cpu --quick # smoke test of the script itself
-    python benchmarks/gpu.py --train-only --layouts cl,cl-compiled --amps fp16  # does --compile pay?
+    python -m benchmarks.gpu                      # the full table (a few minutes on an H100/H200)
+    python -m benchmarks.gpu --device cpu --quick # smoke test of the script itself
+    python -m benchmarks.gpu --train-only --layouts cl,cl-compiled --amps fp16  # does --compile pay?
 
 Training: a full step (forward, loss with Hungarian matching, backward, AdamW) at
 640 px, batch 16, AMP (fp16 autocast + GradScaler as the reference trains, and
@@ -23,19 +23,15 @@ import argparse
 import itertools
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-import rtdetr  # noqa: E402
-from rtdetr.nn.end_to_end import EndToEndDetector  # noqa: E402
-from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss  # noqa: E402
-from rtdetr.train.optim import build_optimizer  # noqa: E402
+import rtdetr
+from rtdetr.nn.end_to_end import EndToEndDetector
+from rtdetr.train import HungarianMatcher, RTDETRCriterion, total_loss
+from rtdetr.train.optim import build_optimizer
 
 
 def _timeit(fn, device: torch.device, warmup: int, iters: int) -> float:
@@ -130,7 +126,7 @@ def train_rows(
             )
             model = opt = None  # free the device memory before the next variant
         if hf and preset == "rtdetr_r18vd":
-            from hf_reference import hf_rtdetr
+            from benchmarks.hf_reference import hf_rtdetr
 
             hf_model = hf_rtdetr(preset).to(device).train()
             hf_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4)
@@ -182,7 +178,7 @@ def infer_rows(
     for preset in presets + (["transformers r18vd"] if hf else []):
         for prec, dtype in dtypes:
             if preset.startswith("transformers"):
-                from hf_reference import hf_rtdetr
+                from benchmarks.hf_reference import hf_rtdetr
 
                 # transformers' model is not half-safe (fp32 buffers meet fp16 weights), so it
                 # runs fp32 weights under autocast in "fp16"; its forward makes CPU tensors,

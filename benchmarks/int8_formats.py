@@ -1,7 +1,7 @@
 """Int8 ONNX schemes compared on a trained checkpoint: COCO AP, agreement with fp32, features, latency.
 
-    python benchmarks/int8_formats.py --checkpoint runs/bench/ours/last.pt --data runs/bench/data
-    python benchmarks/int8_formats.py ... --schemes u8s8_7bit,u8s8_8bit --runs 30 --threads 1
+    python -m benchmarks.int8_formats --checkpoint runs/bench/ours/last.pt --data runs/bench/data
+    python -m benchmarks.int8_formats ... --schemes u8s8_7bit,u8s8_8bit --runs 30 --threads 1
 
 For each scheme the fp32 export is quantized (calibrated on ``--calib-images`` images of the
 training split) and, like the fp32 file, scored on the validation split by the package's COCO
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 # name -> quantize_onnx_int8 keyword arguments
 SCHEMES: dict[str, dict] = {
     "u8s8_7bit": {"reduce_range": True},  # the default
-    "u8s8_8bit": {"reduce_range": False},  # the pre-issue-15 default
+    "u8s8_8bit": {"reduce_range": False},  # the earlier default (full-range 8-bit weights)
     "u8u8_8bit": {"reduce_range": False, "weight_type": "uint8"},
     "u8s8_7bit_per_tensor": {"reduce_range": True, "per_channel": False},
     "u8s8_7bit_qoperator": {"reduce_range": True, "quant_format": "qoperator"},

@@ -1,7 +1,7 @@
 """CPU inference paths of RT-DETR R18 against transformers, in one run; accuracy cost per path.
 
-    python benchmarks/latency.py                                  # R18 @640, batch 1, all paths
-    python benchmarks/latency.py --checkpoint runs/demo/train/best.pt --data runs/demo/data
+    python -m benchmarks.latency                                  # R18 @640, batch 1, all paths
+    python -m benchmarks.latency --checkpoint runs/demo/train/best.pt --data runs/demo/data
                                                                   # + AP50 of each path on that val set
 
 Paths (all end to end inside the model call: network + top-K postprocess):
@@ -25,18 +25,15 @@ import argparse
 import copy
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import rtdetr  # noqa: E402
-from rtdetr.infer import Detector, TorchBackend  # noqa: E402
-from rtdetr.infer.benchmark import LatencyStats, detector_calls, synthetic_jpeg  # noqa: E402
+import rtdetr
+from rtdetr.infer import Detector, TorchBackend
+from rtdetr.infer.benchmark import LatencyStats, detector_calls, synthetic_jpeg
 
 log = logging.getLogger("latency")
 
@@ -45,7 +42,7 @@ class _HFBackend:
     """transformers' model behind our Backend interface (its own top-K postprocess)."""
 
     def __init__(self, preset: str, num_classes: int = 80) -> None:
-        from hf_reference import hf_rtdetr
+        from benchmarks.hf_reference import hf_rtdetr
 
         self.net = hf_rtdetr(preset, num_classes).eval()
         self.num_classes, self.class_names, self.imgsz = num_classes, None, None

@@ -1,7 +1,7 @@
 """Which short-budget from-scratch recipe learns fastest? Train variants at a fixed image budget.
 
-    python benchmarks/recipe_sweep.py --device cuda --images 8000 --parallel 6 --out runs/sweep
-    python benchmarks/recipe_sweep.py --device cpu --images 64 --only base,no_strong --out runs/sweep_smoke
+    python -m benchmarks.recipe_sweep --device cuda --images 8000 --parallel 6 --out runs/sweep
+    python -m benchmarks.recipe_sweep --device cpu --images 64 --only base,no_strong --out runs/sweep_smoke
 
 The question behind it: on 2 CPU cores, 15 minutes buy ~8000 training images of
 ``rtdetrv2_hgnetv2_n`` at 320 px (bf16). Every variant gets the same number of

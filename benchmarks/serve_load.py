@@ -1,8 +1,8 @@
 """Load test of ``rtdetr serve`` on loopback: dynamic batching against ``--max-batch 1``, same run.
 
-    python benchmarks/serve_load.py                               # R18, 50 clients, 60 s per setting
-    python benchmarks/serve_load.py --rounds 2 --duration 30      # alternate 8,1,8,1 (fairer on a busy machine)
-    python benchmarks/serve_load.py --model rtdetrv2_hgnetv2_n --imgsz 320 --batches 8,4,1
+    python -m benchmarks.serve_load                               # R18, 50 clients, 60 s per setting
+    python -m benchmarks.serve_load --rounds 2 --duration 30      # alternate 8,1,8,1 (fairer on a busy machine)
+    python -m benchmarks.serve_load --model rtdetrv2_hgnetv2_n --imgsz 320 --batches 8,4,1
 
 For each ``--max-batch`` setting the script starts the service in a child process
 (``python -m rtdetr.serve``, random weights unless ``--weights``), waits for

@@ -1,15 +1,11 @@
-"""The NMS study's measured functions (benchmarks/nms_ops.py) on small hand-made tensors."""
+"""The NMS study's measured functions (benchmarks/nms_study/ops.py) on small hand-made tensors."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-nms_ops = pytest.importorskip("nms_ops")
+from benchmarks.nms_study import ops as nms_ops
 
 
 def _raw(boxes_xywh: list[list[float]], scores: list[list[float]]) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,9 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from rtdetr.nn.hgnetv2 import HGNETV2_SPECS, HGNetv2
 
-REF = Path("/work/shared/reference")
+from ..conftest import REFERENCE_DIR
+
+REF = REFERENCE_DIR  # ../shared/reference or $RTDETR_REFERENCE_DIR, like every parity test
 MANIFEST = REF / "state_dict_v2_hgnetv2_l.json"
 FORWARD = REF / "forward_v2_hgnetv2_l.pt"
 

@@ -1,4 +1,4 @@
-"""The measurements of the NMS study, each a function of runners (``nms_detectors``) and images.
+"""The measurements of the NMS study, each a function of runners (``detectors``) and images.
 
 * ``box_counts``: boxes per image above each confidence threshold.
 * ``yolo_nms_grid``: per (conf, IoU) setting, the NMS time per image and the COCO AP.
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nms_detectors import Preprocess, RTDETRRunner, YoloRunner
-from nms_ops import count_above, summarize_ms, timed, yolo_candidates, yolo_nms
 from torch import Tensor
+
+from .detectors import Preprocess, RTDETRRunner, YoloRunner
+from .ops import count_above, summarize_ms, timed, yolo_candidates, yolo_nms
 
 __all__ = [
     "ValImage",

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nms_ops import yolo_candidates, yolo_nms
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from rtdetr import build_postprocessor
 from rtdetr.nn.postprocess import PostProcessor
+
+from .ops import yolo_candidates, yolo_nms
 
 __all__ = ["Preprocess", "RTDETRRunner", "YoloRunner", "load_ours", "load_yolo", "untrained_ours"]
 
@@ -103,14 +104,14 @@ class RTDETRRunner:
 
 
 class YoloRunner:
-    """An Ultralytics detection model + our NMS (``nms_ops``) at one (conf, IoU) setting.
+    """An Ultralytics detection model + our NMS (``ops``) at one (conf, IoU) setting.
 
     Args:
         name: label in tables and plots.
         model: Ultralytics ``DetectionModel`` (fused, eval mode, on the device).
         category_ids: YOLO class index -> dataset category id.
         imgsz: the square input size (boxes are scaled from it to the original image).
-        conf, iou: the two NMS thresholds; ``multi_label`` and ``max_det`` as in ``nms_ops``.
+        conf, iou: the two NMS thresholds; ``multi_label`` and ``max_det`` as in ``ops``.
     """
 
     kind = "yolo"

@@ -1,12 +1,12 @@
 """The paper's end-to-end speed study, reproducible: NMS cost analysis and RT-DETR vs YOLO.
 
-    python benchmarks/nms_study.py                          # CPU: train both (6 min each), study, ~20 min
-    python benchmarks/nms_study.py --ours-ckpt runs/nms_study/ours/model_only.pt \\
+    python -m benchmarks.nms_study                          # CPU: train both (6 min each), study, ~20 min
+    python -m benchmarks.nms_study --ours-ckpt runs/nms_study/ours/model_only.pt \\
         --yolo-ckpt runs/nms_study/yolo/weights/best.pt --device cuda --out docs/nms_study/cuda
 
 1. Trains our model (``--ours-model``, bf16 autocast) and YOLOv8n (Ultralytics, from its yaml,
    no downloaded weights) from scratch on the synthetic set, each for ``--budget-min`` of
-   wall clock (``benchmarks/train_synthetic.py``'s ``train_ours`` / ``train_yolo``), unless
+   wall clock (``train.train_ours`` / ``train.train_yolo``), unless
    ``--ours-ckpt`` / ``--yolo-ckpt`` give trained checkpoints (repeat them for more models).
 2. (a) boxes per image above each confidence threshold; (b) YOLO's NMS time (torchvision
    ``batched_nms`` on its raw ``[4 + nc, anchors]`` output) and COCO AP for every (conf,
@@ -18,7 +18,7 @@
 
 Ultralytics is a benchmark-only dependency (``pip install -e '.[bench]'``). Timing: one
 thread setting for everything (``--threads``), warm-up, repetitions, medians, interleaved
-detectors; see ``nms_measure``.
+detectors; see ``measure``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, when run from anywhere
+import rtdetr
 
-from nms_detectors import Preprocess, RTDETRRunner, YoloRunner, load_ours, load_yolo, untrained_ours
-from nms_measure import (
+from .detectors import Preprocess, RTDETRRunner, YoloRunner, load_ours, load_yolo, untrained_ours
+from .measure import (
     box_counts,
     coco_ap,
     e2e_latency,
@@ -48,11 +48,9 @@ from nms_measure import (
     raw_outputs,
     yolo_nms_grid,
 )
-from nms_ops import device_sync
-from nms_report import write_report
-from train_synthetic import ensure_data, train_ours, train_yolo
-
-import rtdetr
+from .ops import device_sync
+from .report import write_report
+from .train import ensure_data, train_ours, train_yolo
 
 GRID_CONF = (0.001, 0.01, 0.05, 0.25)
 GRID_IOU = (0.5, 0.6, 0.7, 0.8)
@@ -227,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # denormals once made CPU inference 17x slower here
     threads = args.threads or torch.get_num_threads()  # read before Ultralytics lowers it for training
     device = torch.device(args.device)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    command = "python -m benchmarks.nms_study " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     machine = machine_info(device, threads)
     run_dir, out = Path(args.run_dir), Path(args.out)
     data = ensure_data(run_dir / "data", args.imgsz, args.train_images, args.val_images)
@@ -312,7 +312,3 @@ def main(argv: list[str] | None = None) -> int:
     print((out / "tables.md").read_text())
     log(f"done in {(time.perf_counter() - T0) / 60:.1f} min")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
