@@ -1,7 +1,7 @@
 """Training images/s (forward + backward + loss) of our R18 vs transformers' R18 at 640 px, batch 4.
 
-    python benchmarks/train_throughput.py                 # variants interleaved in one process per allocator
-    python benchmarks/train_throughput.py --isolated      # each variant in its own process
+    python -m benchmarks.train_throughput                 # variants interleaved in one process per allocator
+    python -m benchmarks.train_throughput --isolated      # each variant in its own process
 
 transformers (``RTDetrForObjectDetection`` with our R18 configuration, random init) is
 a benchmark-only dependency. Timings are wall clock on this machine with the default
@@ -14,9 +14,9 @@ import argparse
 import time
 
 import torch
-from hf_reference import hf_rtdetr  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import rtdetr
+from benchmarks.hf_reference import hf_rtdetr
 from rtdetr.runtime import KEEP_FREED_MEMORY_ENV, cpu_description
 
 # glibc malloc settings the throughput table is measured under, each in a fresh process
@@ -116,7 +116,7 @@ def throughput_table(steps: int, *, isolated: bool = False) -> str:
     import sys
 
     def child(env: dict[str, str], only: str | None) -> list[dict]:
-        cmd = [sys.executable, __file__, "--child", "--steps", str(steps)]
+        cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--child", "--steps", str(steps)]
         proc = subprocess.run(
             cmd + (["--only", only] if only else []), env={**os.environ, **env}, capture_output=True, text=True
         )
