@@ -4,6 +4,7 @@
     python benchmarks/train_synthetic.py --budgets 5,10 --compare yolo --synth b --data runs/bench/shapes_b
     python benchmarks/train_synthetic.py --budgets 5 --set num_denoising=0            # an ablation of ours only
     python benchmarks/train_synthetic.py --budgets 5 --compare yolo --latency --json results.json
+    python benchmarks/train_synthetic.py --steps 400 --threads 1 --variants "num_layers=2;num_layers=2 lr=1e-3"
 
 Protocol (each run in a fresh process, budgets interleaved ours / YOLO so a slow phase of
 the machine hits both):
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -53,47 +55,74 @@ def ensure_data(root: Path, synth: str) -> Path:
     return root
 
 
-def _run(cmd: list[str], threads: int, log: Path) -> float:
-    """Run ``cmd`` with ``threads`` compute threads, output to ``log``; its wall seconds."""
+def _run(cmd: list[str], threads: int, log: Path) -> tuple[float, float]:
+    """Run ``cmd`` with ``threads`` compute threads, output to ``log``; its (wall, CPU) seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
-    wall = time.perf_counter() - t0
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {proc.returncode}); see {log}")
-    return wall
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 # ------------------------------------------------------------------------------------- ours
 
 
-def run_ours(data: Path, out: Path, budget_s: float, args: argparse.Namespace) -> dict:
-    """``rtdetr train --recipe scratch`` for ``budget_s`` in a fresh process, then ``rtdetr val``'s metrics."""
+def run_ours(
+    data: Path, out: Path, budget_s: float | None, args: argparse.Namespace, sets: list[str], steps: int | None = None
+) -> dict:
+    """``rtdetr train --recipe scratch`` for ``budget_s`` (or ``steps`` optimizer steps) in a fresh
+    process, then ``rtdetr val``'s metrics."""
     from rtdetr.loader import load_model
     from rtdetr.train.launch import validate
 
     cmd = [sys.executable, "-m", "rtdetr.cli", "train", "--recipe", args.recipe, "--data", str(data)]
-    cmd += ["--imgsz", str(args.imgsz), "--max-time", str(budget_s), "--out", str(out), "--exist-ok"]
+    cmd += ["--imgsz", str(args.imgsz), "--out", str(out), "--exist-ok"]
+    # A fixed step count is contention-proof (AP after N steps does not depend on the machine's load).
+    cmd += (
+        ["--max-time", str(budget_s)] if steps is None else ["--epochs", "1", "--set", f"max_steps_per_epoch={steps}"]
+    )
     cmd += ["--model", args.model] if args.model else []
-    for item in args.set:
+    for item in sets:
         cmd += ["--set", item]
-    wall = _run(cmd, args.threads, out.parent / f"{out.name}.log")
+    wall, cpu = _run(cmd, args.threads, out.parent / f"{out.name}.log")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     model = load_model(str(out / "last.pt"))
     metrics, _ = validate(model, data, imgsz=args.imgsz, device="cpu", progress=False)
     seen = sum(r["images"] for r in records)
     img_s = seen / sum(r["train_s"] for r in records)
     return {
-        "model": f"ours {model.config.name}" + (f" ({', '.join(args.set)})" if args.set else ""),
+        "model": f"ours {model.config.name}" + (f" ({', '.join(sets)})" if sets else ""),
         "AP": metrics["AP"],
         "AP50": metrics["AP50"],
         "train_img_s": img_s,
         "images_seen": seen,
         "epochs": records[-1]["epoch"],
         "command_wall_s": wall,
+        "command_cpu_s": cpu,
         "checkpoint": str(out / "last.pt"),
     }
+
+
+def ablate(data: Path, out: Path, args: argparse.Namespace) -> None:
+    """Each ``--variants`` entry trained for ``--steps`` optimizer steps: AP and CPU seconds per step."""
+    rows = []
+    for spec in args.variants.split(";"):
+        sets = spec.split()
+        tag = "_".join(x.replace("=", "-") for x in sets) or "recipe"
+        row = run_ours(data, out / f"steps{args.steps}_{tag}", None, args, sets, steps=args.steps)
+        rows.append({"variant": spec.strip() or "(the recipe)", **row})
+        print(json.dumps(rows[-1]), flush=True)
+    print(
+        f"{args.steps} optimizer steps each on {data} ({args.imgsz} px), {args.threads} threads, CPU {cpu_description()}"
+    )
+    print("| variant | AP | AP50 | CPU s per step |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['command_cpu_s'] / args.steps:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "steps": args.steps, "rows": rows}, indent=1))
 
 
 # ------------------------------------------------------------------------------------- YOLO
@@ -132,8 +161,8 @@ def run_yolo(data: Path, out: Path, budget_s: float, args: argparse.Namespace) -
     cmd = [sys.executable, __file__, "--yolo-child", "--data", str(data), "--yolo-data", str(yaml_path)]
     cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--budget-s", str(budget_s)]
     cmd += ["--out", str(out), "--result", str(result)]
-    wall = _run(cmd, args.threads, out.parent / f"{out.name}.log")
-    return {**json.loads(result.read_text()), "command_wall_s": wall}
+    wall, cpu = _run(cmd, args.threads, out.parent / f"{out.name}.log")
+    return {**json.loads(result.read_text()), "command_wall_s": wall, "command_cpu_s": cpu}
 
 
 def yolo_child(args: argparse.Namespace) -> None:
@@ -238,7 +267,7 @@ def run_latency(kind: str, checkpoint: str, data: Path, out: Path, args: argpars
     cmd = [sys.executable, __file__, "--latency-child", kind, "--checkpoint", checkpoint, "--data", str(data)]
     cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--result", str(result)]
     cmd += ["--precision", precision, "--latency-images", str(args.latency_images)]
-    _run(cmd, args.threads, out / f"latency_{kind}_{precision}.log")
+    _run(cmd, args.threads, out / f"latency_{kind}_{precision}.log")  # (wall, cpu) unused
     return json.loads(result.read_text())
 
 
@@ -255,6 +284,10 @@ def main() -> None:
     p.add_argument("--recipe", default="scratch")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to rtdetr train --set")
     p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--steps", type=int, default=None, help="ablation: train each --variants entry this many steps")
+    p.add_argument(
+        "--variants", default="", help="ablation: ';'-separated entries of space-separated KEY=VALUE (--set) items"
+    )
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="compute threads for every model")
     p.add_argument("--out", default=None, help="run folders (default: next to --data)")
     p.add_argument("--latency", action="store_true", help="also batch-1 end-to-end latency of the last runs")
@@ -279,11 +312,13 @@ def main() -> None:
     data = ensure_data(Path(args.data), args.synth)
     out = Path(args.out) if args.out else data.parent / f"{data.name}_runs"
     out.mkdir(parents=True, exist_ok=True)
+    if args.steps:
+        return ablate(data, out, args)
     budgets = [float(b) for b in args.budgets.split(",") if b]
     tag = "_".join(s.replace("=", "-") for s in args.set) or "default"
     runs = []
     for minutes in budgets:
-        row = run_ours(data, out / f"ours_{tag}_{minutes:g}min", minutes * 60, args)
+        row = run_ours(data, out / f"ours_{tag}_{minutes:g}min", minutes * 60, args, args.set)
         runs.append({"budget_min": minutes, **row})
         print(json.dumps(runs[-1]), flush=True)
         if "yolo" in args.compare:
