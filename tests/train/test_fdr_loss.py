@@ -157,3 +157,20 @@ def test_fdr_preset_trains_on_a_repeated_batch():
     with torch.no_grad():
         out = model(images)
     assert out["pred_boxes"].shape == (2, 50, 4) and torch.isfinite(out["pred_boxes"]).all()
+
+
+def test_fdr_without_aux_outputs_keeps_the_final_fgl():
+    torch.manual_seed(0)
+    model = rtdetr.build_model(
+        "dfine_hgnetv2_n",
+        num_classes=3,
+        num_queries=50,
+        num_denoising=10,
+        eval_spatial_size=(IMGSZ, IMGSZ),
+        aux_loss=False,
+    ).train()
+    out = model(torch.rand(2, 3, IMGSZ, IMGSZ), _targets())
+    losses = RTDETRCriterion(matcher=HungarianMatcher(), num_classes=3)(out, _targets())
+    assert losses["loss_fgl"] > 0 and "loss_giou_pre" in losses
+    assert not [k for k in losses if "ddf" in k or "_aux_" in k or "_dn_" in k]
+    total_loss(losses).backward()

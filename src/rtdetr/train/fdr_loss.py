@@ -131,14 +131,14 @@ def _layer_terms(
 ) -> dict[str, Tensor]:
     """FGL on every layer and DDF on every layer but the last, with one matching for all."""
     losses: dict[str, Tensor] = {}
-    corners, project = fdr["corners"], fdr["project"]
+    corners, project = fdr["corners"][-len(layers) :], fdr["project"]
     teacher = layers[-1]
     matched = torch.zeros(teacher["pred_logits"].shape[:2], dtype=torch.bool, device=corners.device)
     batch_idx, query_idx, _, tgt_boxes, _ = crit._matched(teacher, targets, indices)
     matched[batch_idx, query_idx] = True
     conf = teacher["pred_logits"].detach().float().sigmoid().amax(-1)  # [B, Q]
     ref = fdr["ref_boxes"][batch_idx, query_idx]
-    for layer, out, suffix in zip(range(len(layers)), layers, suffixes):
+    for layer, (out, suffix) in enumerate(zip(layers, suffixes)):
         boxes = out["pred_boxes"][batch_idx, query_idx].float()
         iou, _ = paired_box_iou(box_cxcywh_to_xyxy(boxes.detach()), box_cxcywh_to_xyxy(tgt_boxes))
         iou = iou.nan_to_num(0.0).clamp(0.0, 1.0)  # degenerate (negative-width) boxes
@@ -166,20 +166,22 @@ def fdr_losses(
     (layers 0..L-2 from ``aux_outputs``, then the final output). Terms: FGL per layer,
     DDF per layer but the last, VFL/L1/GIoU of the initial boxes (``_pre``), and the same
     on the denoising queries with their known matching (``_dn_{i}``, ``_dn_pre``).
+    Without the intermediate layers' outputs (``aux_loss=False``) only the final layer's
+    FGL and the initial boxes' terms remain.
     """
     fdr = outputs["fdr"]
     num_layers = fdr["corners"].shape[0]
     main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
     aux = list(outputs.get("aux_outputs") or [])[: num_layers - 1]
     if len(aux) != num_layers - 1 or len(layer_indices) != num_layers:
-        raise ValueError(f"FDR losses need all {num_layers} decoder layers' outputs and matchings (aux_loss on)")
+        aux, layer_indices = [], layer_indices[-1:]  # no intermediate layers to supervise or distil
     losses: dict[str, Tensor] = {}
     pre = fdr["pre_outputs"]
     pre_indices = crit.matcher(pre, targets)
     losses.update(crit._weighted(pre, targets, pre_indices, num_boxes, "_pre"))
     go = go_indices([*layer_indices, pre_indices])
     num_go = _count_over_processes(sum(int(q.numel()) for q, _ in go), fdr["corners"].device)
-    suffixes = [f"_aux_{i}" for i in range(num_layers - 1)] + [""]
+    suffixes = [f"_aux_{i}" for i in range(len(aux))] + [""]
     losses.update(_layer_terms(crit, fdr, [*aux, main], targets, go, num_go, suffixes))
 
     dn_fdr = outputs.get("dn_fdr")
