@@ -87,6 +87,10 @@ def build_detector(cfg: RTDETRConfig) -> RTDETR:
         query_select_method=dec.query_select_method,
         checkpoint_layout=cfg.checkpoint_layout,
         num_o2m_queries=dec.num_o2m_queries,
+        box_refine=dec.box_refine,
+        reg_max=dec.reg_max,
+        reg_up=dec.reg_up,
+        reg_scale=dec.reg_scale,
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg

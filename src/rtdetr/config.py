@@ -89,6 +89,11 @@ class DecoderConfig:
     ``num_o2m_queries`` (0 in every preset) adds that many training-only queries
     matched one-to-many (H-DETR hybrid matching, :mod:`rtdetr.nn.hybrid_queries`);
     they have no weights of their own and do not exist at inference.
+
+    ``box_refine`` "fdr" is the D-FINE option: each layer predicts a distribution over
+    ``reg_max + 1`` bins per box edge, refined residually layer by layer (bin values set
+    by ``reg_up`` and ``reg_scale``; see :mod:`rtdetr.nn.fdr`); training then adds the
+    FGL and DDF losses (:mod:`rtdetr.train.fdr_loss`). "default" is the RT-DETR box head.
     """
 
     hidden_dim: int = 256
@@ -110,11 +115,18 @@ class DecoderConfig:
     cross_attn_method: str = "default"
     query_select_method: str = "default"
     num_o2m_queries: int = 0
+    box_refine: str = "default"
+    reg_max: int = 32
+    reg_up: float = 0.5
+    reg_scale: float = 4.0
 
     def __post_init__(self) -> None:
         n = self.num_o2m_queries
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"decoder field num_o2m_queries must be an integer >= 0, got {n!r}")
+        if n and self.box_refine == "fdr":
+            # the FDR training outputs (per-layer edge distributions) have no one-to-many split yet
+            raise ConfigError("decoder fields num_o2m_queries and box_refine='fdr' cannot be combined (yet)")
 
 
 @dataclass(frozen=True)
@@ -254,6 +266,13 @@ _ENC_N = EncoderConfig(hidden_dim=128, dim_feedforward=512, use_encoder_idx=(1,)
 _DEC_N = DecoderConfig(hidden_dim=128, num_levels=2, num_points=(6, 6), num_layers=3, dim_feedforward=512)
 _ENC_S = EncoderConfig(hidden_dim=256, dim_feedforward=1024, expansion=0.5, depth_mult=0.34)
 _DEC_S = DecoderConfig(num_layers=3)
+# D-FINE-style n: the n model with fine-grained distribution refinement of the box edges
+# (D-FINE's reg_max 32, up 0.5, reg_scale 4) and its FGL / DDF losses in training.
+_DEC_N_FDR = dataclasses.replace(_DEC_N, box_refine="fdr")
+_DFINE_SRC = (
+    "not a reference recipe: rtdetrv2_hgnetv2_n's recipe with the D-FINE FDR decoder option "
+    "(D-FINE's FDR hyper-parameters and loss weights); unverified"
+)
 
 PRESETS: dict[str, RTDETRConfig] = {
     cfg.name: cfg
@@ -296,6 +315,16 @@ PRESETS: dict[str, RTDETRConfig] = {
             stop_epoch=117,
             backbone_lr=1e-4,
             source=_V2_SMALL_SRC,
+        ),
+        _v2(
+            "dfine_hgnetv2_n",
+            _HG_B0_S16,
+            _ENC_N,
+            _DEC_N_FDR,
+            epochs=120,
+            stop_epoch=117,
+            backbone_lr=1e-4,
+            source=_DFINE_SRC,
         ),
     ]
 }

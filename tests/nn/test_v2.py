@@ -129,7 +129,7 @@ def test_v2_presets_and_recipes():
     assert {"rtdetr_hgnetv2_l", "rtdetr_hgnetv2_x"} <= set(rtdetr.list_models())
     for name, cfg in PRESETS.items():
         assert isinstance(cfg.train, TrainRecipe) and cfg.train.source, name
-        assert cfg.checkpoint_layout == ("v2" if name.startswith("rtdetrv2_") else "v1"), name
+        assert cfg.checkpoint_layout == ("v2" if name.startswith(("rtdetrv2_", "dfine_")) else "v1"), name
     r18 = PRESETS["rtdetrv2_r18vd"].train
     assert (r18.epochs, r18.stop_epoch, r18.backbone_lr, r18.multi_scale) == (120, 117, 1e-4, False)
     assert (PRESETS["rtdetrv2_r50vd_m"].train.epochs, PRESETS["rtdetrv2_r50vd_m"].train.stop_epoch) == (84, 81)

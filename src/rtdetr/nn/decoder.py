@@ -17,6 +17,7 @@ from .attention import multihead_attention
 from .checkpoint_layout import CheckpointLayout, child_names, install_layout_hook, named_pair
 from .deformable_attention import CrossAttnMethod, MSDeformableAttention
 from .denoising import DenoisingGroup, build_denoising_group
+from .fdr import BOX_REFINE_METHODS, FDRRefiner
 from .hybrid_queries import hybrid_attn_mask, split_o2m
 from .inverse_sigmoid import inverse_sigmoid
 from .layers import MLP, get_activation
@@ -117,6 +118,9 @@ class RTDETRDecoder(nn.Module):
         num_o2m_queries: K2 training-only queries matched one-to-many (hybrid
             matching, see :mod:`rtdetr.nn.hybrid_queries`); 0 (default) disables.
             No parameters of their own: eval outputs and weights are unchanged.
+        box_refine: "default" (each layer refines the box logits) or "fdr" (D-FINE's
+            fine-grained distribution refinement of the four edges, with ``reg_max``,
+            ``reg_up``, ``reg_scale``; see :mod:`rtdetr.nn.fdr`).
     """
 
     def __init__(
@@ -146,6 +150,10 @@ class RTDETRDecoder(nn.Module):
         query_select_method: QuerySelectMethod = "default",
         checkpoint_layout: CheckpointLayout = "v1",
         num_o2m_queries: int = 0,
+        box_refine: str = "default",
+        reg_max: int = 32,
+        reg_up: float = 0.5,
+        reg_scale: float = 4.0,
     ) -> None:
         super().__init__()
         if num_o2m_queries < 0 or (learnt_init_query and num_o2m_queries > num_queries):
@@ -157,6 +165,8 @@ class RTDETRDecoder(nn.Module):
             raise ValueError(f"eval_idx {eval_idx} out of range for {num_layers} decoder layers")
         if query_select_method not in QUERY_SELECT_METHODS:
             raise ValueError(f"query_select_method must be one of {QUERY_SELECT_METHODS}, got {query_select_method!r}")
+        if box_refine not in BOX_REFINE_METHODS:
+            raise ValueError(f"box_refine must be one of {BOX_REFINE_METHODS}, got {box_refine!r}")
         self.num_classes = num_classes
         self.hidden_dim = hidden_dim
         self.num_queries = num_queries
@@ -222,7 +232,14 @@ class RTDETRDecoder(nn.Module):
         self.enc_score_head = nn.Linear(hidden_dim, 1 if query_select_method == "agnostic" else num_classes)
         self.enc_bbox_head = MLP(hidden_dim, hidden_dim, 4, num_layers=3)
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
-        self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, num_layers=3) for _ in range(num_layers))
+        # FDR: the per-layer heads give 4 x (reg_max + 1) edge-bin logits instead of a box delta.
+        self.fdr = (
+            FDRRefiner(hidden_dim, reg_max=reg_max, up=reg_up, reg_scale=reg_scale) if box_refine == "fdr" else None
+        )
+        box_out = 4 if self.fdr is None else self.fdr.head_dim
+        self.dec_bbox_head = nn.ModuleList(
+            MLP(hidden_dim, hidden_dim, box_out, num_layers=3) for _ in range(num_layers)
+        )
         self.reset_parameters()
 
         self._anchor_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -350,18 +367,26 @@ class RTDETRDecoder(nn.Module):
         if num_o2m:
             attn_mask = hybrid_attn_mask(attn_mask, target.shape[1], num_o2m, memory.device)
             target, ref_unact = torch.cat([target, o2m_target], 1), torch.cat([ref_unact, o2m_ref], 1)
-        boxes, logits = self._decode(target, ref_unact.detach(), memory, shapes, attn_mask)
+        fdr_extras = None
+        if self.fdr is not None:
+            boxes, logits, fdr_extras = self.fdr.decode(self, target, ref_unact.detach(), memory, shapes, attn_mask)
+        else:
+            boxes, logits = self._decode(target, ref_unact.detach(), memory, shapes, attn_mask)
 
         if not self.training:
             return {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         o2m_outputs = None
         if num_o2m:
             boxes, logits, o2m_outputs = split_o2m(boxes, logits, num_o2m)
+        if fdr_extras is not None:  # split like the boxes below: [denoising | matching] queries
+            fdr_extras = FDRRefiner.training_outputs(fdr_extras, logits, dn.meta["dn_num_split"][0] if dn else 0)
         if dn is not None:
             num_dn = dn.meta["dn_num_split"][0]
             dn_boxes, boxes = boxes[:, :, :num_dn], boxes[:, :, num_dn:]
             dn_logits, logits = logits[:, :, :num_dn], logits[:, :, num_dn:]
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if fdr_extras is not None:  # edge distributions for the FDR losses (rtdetr.train.fdr_loss)
+            out.update(fdr_extras)
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])] + [
                 {"pred_logits": enc_logits, "pred_boxes": enc_boxes}

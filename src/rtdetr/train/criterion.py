@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtdetr.ops.boxes import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
+from rtdetr.train.fdr_loss import DEFAULT_FDR_WEIGHTS, FDR_LOSS_NAMES, fdr_losses
 from rtdetr.train.matcher import HungarianMatcher, Indices, Targets, validate_targets
 
 if TYPE_CHECKING:
@@ -84,7 +85,9 @@ class RTDETRCriterion(nn.Module):
             callable with the same signature).
         num_classes: C, the number of foreground classes (no background logit).
         weight_dict: weight per base loss name; only the losses named here are
-            computed. Keys among ``loss_vfl``, ``loss_mal``, ``loss_bbox``, ``loss_giou``.
+            computed. Keys among ``loss_vfl``, ``loss_mal``, ``loss_bbox``, ``loss_giou``, and
+            ``loss_fgl``, ``loss_ddf`` (used only with a ``box_refine="fdr"`` model's
+            outputs, see :mod:`rtdetr.train.fdr_loss`; the default has D-FINE's 0.15, 1.5).
         alpha, gamma: VFL focusing parameters for the negatives.
         mal_alpha, mal_gamma: MAL's negative weight and its exponent (of the IoU
             target and of the negatives' focal term); DEIM uses 1 and 1.5.
@@ -108,10 +111,10 @@ class RTDETRCriterion(nn.Module):
     ) -> None:
         super().__init__()
         if weight_dict is None:
-            weight_dict = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
-        unknown = set(weight_dict) - set(LOSS_NAMES)
+            weight_dict = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, **DEFAULT_FDR_WEIGHTS}
+        unknown = set(weight_dict) - set(LOSS_NAMES) - set(FDR_LOSS_NAMES)
         if unknown:
-            raise ValueError(f"unknown losses in weight_dict: {sorted(unknown)}; known: {LOSS_NAMES}")
+            raise ValueError(f"unknown losses in weight_dict: {sorted(unknown)}; known: {LOSS_NAMES + FDR_LOSS_NAMES}")
         self.matcher = matcher
         self.num_classes = num_classes
         self.weight_dict = dict(weight_dict)
@@ -290,7 +293,9 @@ class RTDETRCriterion(nn.Module):
             logger.debug("batch without target boxes: only the negative VFL term is non-zero")
 
         main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
-        losses = self._weighted(main, targets, self.matcher(main, targets), num_boxes, "")
+        main_indices = self.matcher(main, targets)
+        losses = self._weighted(main, targets, main_indices, num_boxes, "")
+        aux_indices: list[Indices] = []
 
         aux_outputs = outputs.get("aux_outputs") or []
         agnostic_enc = bool((outputs.get("enc_meta") or {}).get("class_agnostic"))
@@ -301,6 +306,7 @@ class RTDETRCriterion(nn.Module):
                 # objectness logit, so every target is class 0 for its matching and VFL.
                 aux_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
             indices = self.matcher(aux, aux_targets)
+            aux_indices.append(indices)
             losses.update(self._weighted(aux, aux_targets, indices, num_boxes, f"_aux_{i}"))
 
         dn_outputs = outputs.get("dn_aux_outputs") or []
@@ -323,4 +329,7 @@ class RTDETRCriterion(nn.Module):
                 indices = self.matcher(o2m, o2m_targets)
                 weighted = self._weighted(o2m, o2m_targets, indices, o2m_num_boxes, f"_o2m_{i}")
                 losses.update({k: v * self.o2m_weight for k, v in weighted.items()})
+        if "fdr" in outputs:  # box_refine="fdr": FGL, DDF and the initial boxes' terms
+            layer_indices = [*aux_indices[: outputs["fdr"]["corners"].shape[0] - 1], main_indices]
+            losses.update(fdr_losses(self, outputs, targets, layer_indices, num_boxes))
         return losses
