@@ -291,7 +291,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default="reference",
         choices=["reference", "scratch"],
         help="reference: the preset's paper recipe (fine-tuning); scratch: from random weights in minutes "
-        "(full lr, cosine, short warm-up and EMA, no strong aug, 100 queries); flags override either",
+        "(full lr, cosine, short warm-up and EMA, no strong aug, 100 queries, 2 decoder layers); flags override either",
     )
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's recipe")
     p.add_argument("--batch-size", type=int, default=None, help="per process (default 4)")
