@@ -1,9 +1,9 @@
-"""Tracking quality and tracker cost on synthetic moving-shape videos (issue 18).
+"""Tracking quality and tracker cost on synthetic moving-shape videos.
 
 Stages (all by default; ``--stage`` picks one):
 
 1. ``train``: render training clips (seeds 1000+) as a COCO dataset and train a small
-   detector from scratch for ``--train-minutes`` (the demo's recipe, ``rtdetr.demo.DEMO_SETTINGS``).
+   detector from scratch for ``--train-minutes`` (``rtdetr train --recipe scratch``'s settings).
 2. ``eval``: render ``--clips`` evaluation clips (seeds 0..), run the trained detector on
    every frame and a tracker on its detections, and score with ``motmetrics`` (MOTA, IDF1,
    ID switches); also a row with ground-truth boxes jittered by ``--jitter`` px (5% dropped)

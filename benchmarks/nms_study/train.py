@@ -10,14 +10,14 @@ evaluator on the same validation images.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from benchmarks.train_synthetic import export_yolo_layout
 from rtdetr.data import build_dataset, generate_synthetic_dataset, resolve_dataset
 from rtdetr.demo import DEMO_SETTINGS
-from rtdetr.train.launch import build_trainer, epochs_for_budget, make_evaluator_for
+from rtdetr.train.launch import make_evaluator_for, train_for_budget
 from rtdetr.train.train_config import TrainConfig
 
 # The demo's from-scratch settings with the warm-ups the recorded runs used.
@@ -37,11 +37,8 @@ def train_ours(
 ) -> dict:
     """Train preset ``model`` for ``budget_s`` seconds; AP, AP50, images/s, epochs, checkpoint path."""
     cfg = TrainConfig(epochs=1, imgsz=imgsz, out_dir=str(out), max_time_s=budget_s, amp=amp, **FROM_SCRATCH)
-    # The epoch count only shapes the cosine schedule (the budget ends the run): sized
-    # from the speed of a few probe steps.
-    cfg = replace(cfg, epochs=max(2, epochs_for_budget(model, data, cfg, budget_s, model_overrides=overrides)))
-    trainer = build_trainer(model, data, cfg, model_overrides=overrides)
-    trainer.fit()
+    # The budget ends the run; the run sizes its cosine schedule to the steps that fit.
+    trainer = train_for_budget(model, data, cfg, model_overrides=overrides)
     m = trainer.last_metrics or trainer.evaluate()
     rates = [h["images_per_s"] for h in trainer.history]  # training only, evaluation excluded
     return {
@@ -89,28 +86,3 @@ def train_yolo(data: Path, imgsz: int, budget_s: float, out: Path, *, device: st
         )
     m = evaluator.compute()
     return {"model": "ultralytics YOLOv8n", "AP": m["AP"], "AP50": m["AP50"], "wall_s": elapsed}
-
-
-def export_yolo_layout(data: Path, dest: Path) -> Path:
-    """Write a COCO-format set as an Ultralytics YOLO dataset (symlinked images, txt labels); its data.yaml."""
-    spec = resolve_dataset(data)
-    for split in ("train", "val"):
-        ds = build_dataset(spec, split)
-        (dest / "images" / split).mkdir(parents=True, exist_ok=True)
-        (dest / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for i in range(len(ds)):
-            src = Path(ds.image_path(i))
-            link = dest / "images" / split / src.name
-            if not link.exists():
-                link.symlink_to(src.resolve())
-            _, target = ds[i]
-            w, h = (int(v) for v in target["orig_size"])
-            lines = [
-                f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-                for (x1, y1, x2, y2), c in zip(target["boxes"].tolist(), target["labels"].tolist())
-            ]
-            (dest / "labels" / split / (src.stem + ".txt")).write_text("\n".join(lines))
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(spec.class_names))
-    yaml_path = dest / "data.yaml"
-    yaml_path.write_text(f"path: {dest.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    return yaml_path
