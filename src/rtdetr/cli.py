@@ -95,12 +95,11 @@ def _train_setup(args: argparse.Namespace, **extra) -> tuple[str, TrainConfig, d
     command line win. ``--set KEY=VALUE`` sets a TrainConfig field when KEY names one,
     else a model config field.
     """
-    import dataclasses
     from pathlib import Path
 
     from .config import get_config, parse_overrides
     from .train.recipes import get_recipe
-    from .train.train_config import TrainConfig
+    from .train.train_config import TrainConfig, split_overrides
 
     recipe = get_recipe(args.recipe)
     model_name = args.model or recipe.default_model or "rtdetr_r18vd"
@@ -154,10 +153,9 @@ def _train_setup(args: argparse.Namespace, **extra) -> tuple[str, TrainConfig, d
         channels_last=not args.no_channels_last,
         compile=args.compile,
     )
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_overrides = recipe.model_overrides_for(model_name)
-    for key, value in parse_overrides(args.set).items():
-        (fields if key in train_fields else model_overrides)[key] = value
+    set_model, set_train = split_overrides(parse_overrides(args.set))
+    model_overrides = {**recipe.model_overrides_for(model_name), **set_model}
+    fields.update(set_train)
     fields.update(extra)
     return model_name, TrainConfig(**fields), model_overrides
 

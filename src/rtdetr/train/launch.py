@@ -64,9 +64,9 @@ def build_trainer(
     ``out_dir2``, ``out_dir3``, ... (logged; the Trainer's ``out_dir`` says where)
     unless ``exist_ok`` (which resuming into that folder needs).
     Multi-scale sizes too small for the model's query count are dropped (logged).
-    ``model_overrides`` (``--set``) may also hold the training fields of
-    :data:`~rtdetr.train.train_config.OVERRIDE_FIELDS` (e.g. ``loss_cls="mal"``,
-    ``mosaic_prob=0.5``); those replace the fields of ``config``.
+    ``model_overrides`` (``--set``) may also hold :class:`TrainConfig` fields (e.g.
+    ``loss_cls="mal"``, ``mosaic_prob=0.5``); those replace the fields of ``config``
+    (:func:`~rtdetr.train.train_config.split_overrides`).
     """
     model_overrides, train_overrides = split_overrides(model_overrides)
     if train_overrides:

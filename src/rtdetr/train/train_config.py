@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import UserError
@@ -15,8 +15,8 @@ _FLAGS = {"max_time_s": "--max-time", "num_workers": "--workers", "out_dir": "--
 LR_SCHEDULES = ("flat", "cosine")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 CLS_LOSSES = ("vfl", "mal")
-# Sample-efficiency options also settable as ``--set KEY=VALUE`` (``rtdetr train``): the
-# model config has no field of these names, so the two kinds of override cannot collide.
+# Sample-efficiency options with no flag of their own: set as ``--set KEY=VALUE`` (``rtdetr
+# train``, see split_overrides), which is what their error messages name.
 OVERRIDE_FIELDS = (
     "loss_cls",
     "mal_gamma",
@@ -168,10 +168,15 @@ class TrainConfig:
 
 
 def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set`` overrides -> (model config overrides, :class:`TrainConfig` fields among ``OVERRIDE_FIELDS``)."""
+    """``--set`` overrides -> (model config overrides, :class:`TrainConfig` fields).
+
+    A key naming a TrainConfig field is a training setting (``lr``, ``max_steps_per_epoch``,
+    the ``OVERRIDE_FIELDS`` options ...); every other key is a model config field.
+    """
+    names = {f.name for f in fields(TrainConfig)}
     model, train = {}, {}
     for key, value in (overrides or {}).items():
-        (train if key in OVERRIDE_FIELDS else model)[key] = value
+        (train if key in names else model)[key] = value
     return model, train
 
 
