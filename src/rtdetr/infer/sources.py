@@ -25,6 +25,7 @@ import glob as globlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from ..errors import UserError
 __all__ = [
     "Frame",
     "iter_frames",
+    "read_capture",
     "expand_path",
     "Source",
     "OnError",
@@ -151,6 +153,19 @@ def expand_path(path: str | os.PathLike) -> list[str]:
     return [str(p)]
 
 
+def read_capture(cap: Any) -> Iterator[Tensor]:
+    """The frames of an opened ``cv2.VideoCapture`` as RGB uint8 [3, H, W], until it ends; releases it."""
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])  # OpenCV decodes to BGR
+            yield torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    finally:
+        cap.release()
+
+
 def _iter_video(path: str) -> Iterator[tuple[Tensor, int, float]]:
     try:
         import cv2
@@ -160,17 +175,10 @@ def _iter_video(path: str) -> Iterator[tuple[Tensor, int, float]]:
     if not cap.isOpened():
         raise ImageReadError(f"cannot open video {path} (unsupported codec or not a video)")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
-    try:
-        n = 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])  # OpenCV decodes to BGR
-            yield torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), n, fps
-            n += 1
-    finally:
-        cap.release()
+    n = 0
+    with closing(read_capture(cap)) as frames:  # released even if the caller stops early
+        for n, image in enumerate(frames, start=1):
+            yield image, n - 1, fps
     if n == 0:
         raise ImageReadError(f"video {path} has no decodable frames")
 

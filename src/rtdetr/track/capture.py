@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import UserError
-from ..infer.sources import Frame, OnError, Source, iter_frames
+from ..infer.sources import Frame, OnError, Source, iter_frames, read_capture
 
 __all__ = ["SequenceFrame", "iter_sequence_frames", "is_live_source", "CaptureError"]
 
@@ -66,17 +66,9 @@ def _iter_capture(source: int | str) -> Iterator[Frame]:
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     if not np.isfinite(fps) or fps <= 0 or fps > 1000:
         fps = 30.0  # cameras often report 0; the lost-track buffer then assumes 30 fps
-    try:
-        n = 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])  # OpenCV decodes to BGR
-            yield Frame(torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), name, n, frame=n, fps=fps)
-            n += 1
-    finally:
-        cap.release()
+    with closing(read_capture(cap)) as frames:  # released even if the caller stops early
+        for n, image in enumerate(frames):
+            yield Frame(image, name, n, frame=n, fps=fps)
 
 
 def iter_sequence_frames(source: Source | int, *, on_error: OnError = "skip") -> Iterator[SequenceFrame]:
