@@ -31,7 +31,7 @@ from rtdetr.train.criterion import total_loss
 from rtdetr.train.engine import autocast_context
 from rtdetr.train.launch import build_trainer
 from rtdetr.train.recipes import get_recipe
-from rtdetr.train.train_config import TrainConfig
+from rtdetr.train.train_config import TrainConfig, split_overrides
 
 
 class StageClock:
@@ -62,8 +62,10 @@ class StageClock:
 def profile(
     model_name: str, data: Path, imgsz: int, steps: int, overrides: dict, recipe: str, ops: int
 ) -> tuple[list, float]:
-    cfg = TrainConfig(imgsz=imgsz, out_dir=str(data.parent / "profile_run"), progress=False, **get_recipe(recipe).train)
-    model_overrides = {**get_recipe(recipe).model, **overrides}
+    model_set, train_set = split_overrides(overrides)
+    train_fields = {**get_recipe(recipe).train, **train_set}
+    cfg = TrainConfig(imgsz=imgsz, out_dir=str(data.parent / "profile_run"), progress=False, **train_fields)
+    model_overrides = {**get_recipe(recipe).model, **model_set}
     trainer = build_trainer(model_name, data, cfg, model_overrides=model_overrides, exist_ok=True)
     clock = StageClock()
     model, crit = trainer.model, trainer.criterion
@@ -93,7 +95,7 @@ def profile(
             yield from loader
 
     it = batches()
-    for _ in range(3):  # warm-up: kernels, caches, allocator
+    for _ in range(3 if not cfg.compile else 6):  # warm-up: kernels, caches, allocator (and compilation)
         step(*next(it))
     clock.ms.clear()
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
@@ -124,7 +126,7 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--data", default="runs/bench/profile_data")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config or TrainConfig override (e.g. num_layers=2, compile=true)")
     p.add_argument("--ops", type=int, default=0, help="also print the top N ops by self CPU time")
     p.add_argument("--json", default=None, help="write the table as JSON here")
     args = p.parse_args()

@@ -52,9 +52,14 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.AdamW:
     groups = build_param_groups(model, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay)
-    # foreach: one multi-tensor kernel per update step instead of a Python loop over
-    # ~400 tensors (PyTorch only picks it by itself on CUDA); the same arithmetic.
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+    # The fused kernel updates every tensor in one pass (CPU and CUDA; PyTorch never picks
+    # it by itself): 5 ms per step instead of 16 for foreach (which on a CPU is a C++ loop
+    # of per-tensor ops) and 24 for the plain loop, for the 335 tensors of
+    # rtdetrv2_hgnetv2_n on 2 AVX-512 cores. The same AdamW update up to float rounding.
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    kind = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **kind)
 
 
 class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
