@@ -126,7 +126,13 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--data", default="runs/bench/profile_data")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config or TrainConfig override (e.g. num_layers=2, compile=true)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config or TrainConfig override (e.g. num_layers=2, compile=true)",
+    )
     p.add_argument("--ops", type=int, default=0, help="also print the top N ops by self CPU time")
     p.add_argument("--json", default=None, help="write the table as JSON here")
     args = p.parse_args()

@@ -13,6 +13,12 @@ from pathlib import Path
 # loads MKL; users' runs are unaffected.
 os.environ.setdefault("MKL_CBWR", "AVX2")
 
+# Under pytest-xdist (``-n N``) the workers share the cores: one torch thread each (and in
+# the processes they start) instead of every worker starting a thread per core.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
