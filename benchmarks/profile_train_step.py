@@ -31,7 +31,7 @@ from rtdetr.train.criterion import total_loss
 from rtdetr.train.engine import autocast_context
 from rtdetr.train.launch import build_trainer
 from rtdetr.train.recipes import get_recipe
-from rtdetr.train.train_config import TrainConfig, split_overrides
+from rtdetr.train.train_config import TrainConfig
 
 
 class StageClock:
@@ -62,11 +62,12 @@ class StageClock:
 def profile(
     model_name: str, data: Path, imgsz: int, steps: int, overrides: dict, recipe: str, ops: int
 ) -> tuple[list, float]:
-    model_set, train_set = split_overrides(overrides)
-    train_fields = {**get_recipe(recipe).train, **train_set}
-    cfg = TrainConfig(imgsz=imgsz, out_dir=str(data.parent / "profile_run"), progress=False, **train_fields)
-    model_overrides = {**get_recipe(recipe).model, **model_set}
+    cfg = TrainConfig(imgsz=imgsz, out_dir=str(data.parent / "profile_run"), progress=False, **get_recipe(recipe).train)
+    # build_trainer routes the TrainConfig fields among the overrides (compile, batch_size ...)
+    # to the run's settings: read them back from the trainer.
+    model_overrides = {**get_recipe(recipe).model, **overrides}
     trainer = build_trainer(model_name, data, cfg, model_overrides=model_overrides, exist_ok=True)
+    cfg = trainer.cfg
     clock = StageClock()
     model, crit = trainer.model, trainer.criterion
     clock.wrap_forward(model.backbone, "backbone")
