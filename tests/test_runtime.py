@@ -225,6 +225,25 @@ def _train_step_dtype(tmp_path, **amp) -> tuple[object, torch.dtype]:
     return trainer, dtype
 
 
+def test_cpu_trainer_keeps_freed_memory(monkeypatch, tmp_path):
+    # 5-10k page faults per training step (batch 4, 320 px) without it
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(runtime, "_malloc_kept", None)
+    _train_step_dtype(tmp_path)
+    assert calls == [1]
+
+
+def test_cli_keeps_freed_memory(monkeypatch):
+    from rtdetr import cli
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(runtime, "_malloc_kept", None)
+    assert cli.main(["info"]) == 0
+    assert calls == [1]
+
+
 def test_trainer_amp_without_native_bf16_trains_fp32_with_one_warning(native_bf16, tmp_path, caplog):
     native_bf16(False)
     torch.set_flush_denormal(False)  # the Trainer's CPU set-up turns it back on

@@ -440,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .runtime import setup_cpu_runtime
 
-        setup_cpu_runtime()  # denormals made CPU training ~14x and inference ~17x slower
+        # Denormals made CPU training ~14x and inference ~17x slower; glibc handing freed
+        # activations back to the kernel cost 5-10k page faults per training step.
+        # The process is ours, so its malloc setting is too.
+        setup_cpu_runtime(keep_memory=True)
         return args.func(args)
     except KeyboardInterrupt:
         if args.verbose:
