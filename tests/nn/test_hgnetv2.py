@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -149,3 +150,48 @@ def test_backward_reaches_trainable_params() -> None:
     sum(f.mean() for f in feats).backward()
     assert all(p.grad is None for p in model.stem.parameters())
     assert model.stages[3].blocks[0].aggregation_excitation_conv.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("scale", [1.7, -0.6])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_training_forward_folds_lab_into_bn_with_same_outputs_grads_and_stats(scale, momentum) -> None:
+    from rtdetr.nn.hgnetv2 import ConvBNAct
+
+    torch.manual_seed(0)
+    fused = ConvBNAct(6, 8, 3, use_lab=True).double().train()
+    fused.bn.momentum = momentum
+    with torch.no_grad():
+        fused.lab.scale.fill_(scale)
+        fused.lab.bias.fill_(0.3)
+        fused.bn.weight.uniform_(0.5, 1.5)
+        fused.bn.bias.uniform_(-0.5, 0.5)
+    ref = copy.deepcopy(fused)
+    assert fused._lab_folds_into_bn(torch.zeros(1))  # the fast path is the one under test
+    x = torch.randn(3, 6, 12, 10, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    for _ in range(2):  # twice: running statistics and the batch counter advance alike
+        out = fused(x)
+        expected = ref.lab(ref.act(ref.bn(ref.conv(x_ref))))  # the reference's op order
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+        g = torch.randn_like(out)
+        out.backward(g)
+        expected.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-12, rtol=1e-10)
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=1e-10, msg=name)
+    for (name, b), c in zip(fused.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, c, atol=1e-12, rtol=0, msg=name)
+    assert not fused.eval()._lab_folds_into_bn(torch.zeros(1))  # eval keeps the reference order
+    fused.train().bn.eval()  # e.g. frozen statistics while fine-tuning: running stats, reference order
+    assert not fused._lab_folds_into_bn(torch.zeros(1))
+
+
+def test_stem_pool_without_grad_equals_max_pool() -> None:
+    torch.manual_seed(0)
+    model = HGNetv2(name="B0").eval()
+    x = torch.randn(2, 3, 70, 54).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = model.stem(x)
+    with torch.enable_grad():
+        slow = model.stem(x)  # nn.MaxPool2d, as the reference
+    assert torch.equal(fast, slow.detach())

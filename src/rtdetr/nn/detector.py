@@ -67,7 +67,8 @@ class RTDETR(nn.Module):
         """Prepare for inference in place; returns self in eval mode.
 
         Fuses re-parameterizable blocks (RepVGG: two conv+BN branches -> one conv) and,
-        with ``fold_bn``, folds the remaining BatchNorms into their convolutions. The
+        with ``fold_bn``, folds the remaining BatchNorms into their convolutions (and
+        HGNetv2's ReLU + learnable affine pairs into the conv and a clamp). The
         function is unchanged up to float rounding; the ``state_dict`` changes, so
         load weights before calling this.
         """
@@ -79,4 +80,7 @@ class RTDETR(nn.Module):
                 m.convert_to_deploy()
         if fold_bn:
             fold_batch_norms(self)
+            for m in self.modules():  # HGNetv2: ReLU + learnable affine -> the conv + one clamp
+                if hasattr(m, "fold_lab"):
+                    m.fold_lab()
         return self
