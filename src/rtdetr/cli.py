@@ -258,6 +258,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
         num_classes=args.classes,
         max_objects=args.max_objects,
         object_size=(low, high),
+        image_format=args.format,
     )
     print(f"wrote synthetic COCO dataset to {out} ({args.train} train / {args.val} val images)")
     return 0
@@ -391,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MIN_PX,MAX_FRACTION: object diameters log-uniform from MIN_PX pixels to MAX_FRACTION of the side",
     )
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image files (default jpg)")
     q.set_defaults(func=_cmd_data_synth)
 
     p = sub.add_parser("convert", help="convert checkpoints between reference, Hugging Face and safetensors layouts")

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from rtdetr.cli import main as cli_main
 from rtdetr.data import build_dataset, resolve_dataset
-from rtdetr.data.synthetic import SHAPES, generate_synthetic_dataset, main_synth, render_image, shape_mask
+from rtdetr.data.synthetic import SHAPES, generate_synthetic_dataset, render_image, shape_mask
 
 
 def test_writes_valid_coco(synth_dir: Path):
@@ -95,11 +96,12 @@ def test_round_trips_through_build_dataset(synth_dir: Path):
 
 
 def test_num_classes_and_cli_entry(tmp_path: Path):
-    assert main_synth([str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--classes", "2"]) == 0
+    argv = ["data", "synth", str(tmp_path), "--train", "3", "--val", "2", "--imgsz", "64", "--classes", "2"]
+    assert cli_main([*argv, "--format", "png"]) == 0
     data = json.loads((tmp_path / "annotations" / "instances_val.json").read_text())
     assert [c["name"] for c in data["categories"]] == ["circle", "square"]
     assert {a["category_id"] for a in data["annotations"]} <= {1, 2}
-    assert len(list((tmp_path / "train").glob("*.jpg"))) == 3
+    assert len(list((tmp_path / "train").glob("*.png"))) == 3
     with pytest.raises(ValueError):
         generate_synthetic_dataset(tmp_path, num_classes=7)
 

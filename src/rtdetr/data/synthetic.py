@@ -32,11 +32,9 @@ files. Pixel noise is added after drawing; it changes colours, never masks.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,6 @@ __all__ = [
     "shape_mask",
     "render_image",
     "generate_synthetic_dataset",
-    "main_synth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -319,26 +316,3 @@ def generate_synthetic_dataset(
             json.dump(coco, f)
         logger.info("%s: %d images, %d boxes", out / split, len(coco["images"]), len(coco["annotations"]))
     return out
-
-
-def main_synth(argv: Sequence[str] | None = None) -> int:
-    """``rtdetr data synth OUT --train N --val M [--imgsz S] [--seed K] [--classes C]``."""
-    parser = argparse.ArgumentParser(prog="rtdetr data synth", description="write the synthetic shapes dataset")
-    parser.add_argument("out", type=Path, help="output folder")
-    parser.add_argument("--train", type=int, default=500, help="training images (default 500)")
-    parser.add_argument("--val", type=int, default=100, help="validation images (default 100)")
-    parser.add_argument("--imgsz", type=int, default=320, help="image side in pixels (default 320)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classes", type=int, default=len(SHAPES), help=f"number of shape classes (1..{len(SHAPES)})")
-    parser.add_argument("--format", choices=("jpg", "png"), default="jpg")
-    args = parser.parse_args(argv)
-    generate_synthetic_dataset(
-        args.out,
-        num_train=args.train,
-        num_val=args.val,
-        imgsz=args.imgsz,
-        seed=args.seed,
-        num_classes=args.classes,
-        image_format=args.format,
-    )
-    return 0
