@@ -219,9 +219,8 @@ def run_shard(
         files = plan.chunk_files(chunk)
         lo = chunk * plan.chunk_size
         reserved = set(names[:lo]) | set(names[lo + len(files) :])  # other chunks' media names
-        writer = PredictionWriter(out, save_images=save_images, save_json=False)
-        # Names that other chunks' media get stay theirs (PredictionWriter has no public way to say it).
-        writer._names_used |= reserved
+        # names that other chunks' media get stay theirs
+        writer = PredictionWriter(out, save_images=save_images, save_json=False, reserved_names=reserved)
         skipped: list[str] = []
         try:
             with writer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,16 @@ class PredictionWriter:
     files as they were.
     """
 
-    def __init__(self, out: str | os.PathLike, *, save_images: bool = True, save_json: bool = True) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        *,
+        save_images: bool = True,
+        save_json: bool = True,
+        reserved_names: Iterable[str] = (),
+    ) -> None:
+        """``reserved_names``: file names this writer must not give its media (e.g. those
+        another process writing to the same ``out`` gives its own)."""
         self.out = Path(out)
         self.save_images = save_images
         self.save_json = save_json
@@ -42,7 +52,7 @@ class PredictionWriter:
         self.annotations: list[dict[str, Any]] = []
         self.class_names: list[str] | None = None
         self.category_ids: list[int] | None = None
-        self._names_used: set[str] = set()
+        self._names_used: set[str] = set(reserved_names)
         self._video: Any = None
         self._video_source: str | None = None
         self.written: list[Path] = []
