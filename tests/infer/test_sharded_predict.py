@@ -178,3 +178,15 @@ def test_changed_settings_start_over_and_chunks_do_not_depend_on_world_size(tmp_
 def test_plan_rejects_bad_rank():
     with pytest.raises(ValueError, match="rank 2"):
         plan_shards(_files(3), rank=2, world_size=2, settings={})
+
+
+def test_writer_does_not_give_reserved_names(tmp_path):
+    from rtdetr.infer.writer import PredictionWriter
+
+    dets = list(_Scripted()(["/a/im1.png", "/b/im2.png"], on_error=None))
+    for det in dets:
+        det.image = torch.zeros(3, 80, 100, dtype=torch.uint8)  # something to draw on
+    with PredictionWriter(tmp_path, reserved_names={"im1.png"}) as writer:
+        for det in dets:
+            writer.add(det)
+    assert [p.name for p in writer.written] == ["1_im1.png", "im2.png"]
