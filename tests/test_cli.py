@@ -32,3 +32,10 @@ def test_info_table_matches_paper_within_3_percent(capsys):
 def test_info_unknown_model_is_an_error(capsys):
     assert main(["info", "rtdetr_nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_set_values_read_true_false_and_none_in_any_case():
+    from rtdetr.config import parse_overrides
+
+    got = parse_overrides(["use_lab=false", "dense_enc_outputs=TRUE", "a=None", "b=null", "n=100", "m=discrete"])
+    assert got == {"use_lab": False, "dense_enc_outputs": True, "a": None, "b": None, "n": 100, "m": "discrete"}

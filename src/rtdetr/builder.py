@@ -91,6 +91,7 @@ def build_detector(cfg: RTDETRConfig) -> RTDETR:
         reg_max=dec.reg_max,
         reg_up=dec.reg_up,
         reg_scale=dec.reg_scale,
+        dense_enc_outputs=dec.dense_enc_outputs,
     )
     model = RTDETR(backbone, encoder, decoder)
     model.config = cfg

@@ -90,6 +90,10 @@ class DecoderConfig:
     matched one-to-many (H-DETR hybrid matching, :mod:`rtdetr.nn.hybrid_queries`);
     they have no weights of their own and do not exist at inference.
 
+    ``dense_enc_outputs`` (off in every preset) makes training forwards also return every
+    encoder token's score and box, which the loss then supervises one-to-many
+    (:mod:`rtdetr.train.dense_loss`); eval outputs and weights are unchanged.
+
     ``box_refine`` "fdr" is the D-FINE option: each layer predicts a distribution over
     ``reg_max + 1`` bins per box edge, refined residually layer by layer (bin values set
     by ``reg_up`` and ``reg_scale``; see :mod:`rtdetr.nn.fdr`); training then adds the
@@ -119,6 +123,7 @@ class DecoderConfig:
     reg_max: int = 32
     reg_up: float = 0.5
     reg_scale: float = 4.0
+    dense_enc_outputs: bool = False
 
     def __post_init__(self) -> None:
         n = self.num_o2m_queries
@@ -405,16 +410,23 @@ def _has_field(obj: Any, name: str) -> bool:
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["num_queries=100", "eval_idx=2"]`` (``--set`` flags) -> :func:`get_config` overrides.
 
-    Values are read as Python literals (``100``, ``(640, 640)``, ``True``); anything
-    else stays a string (``cross_attn_method=discrete``).
+    Values are read as Python literals (``100``, ``(640, 640)``, ``True``); ``true`` /
+    ``false`` / ``null`` / ``none`` in any case are the booleans and None (a YAML or JSON
+    habit; as strings they would all be truthy); anything else stays a string
+    (``cross_attn_method=discrete``).
     """
     import ast
+
+    words = {"true": True, "false": False, "none": None, "null": None}
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        if value.strip().lower() in words:
+            out[key.strip()] = words[value.strip().lower()]
+            continue
         try:
             out[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

@@ -11,6 +11,7 @@ from rtdetr.train.launch import build_trainer
 from rtdetr.train.train_config import TrainConfig
 
 OPTIONS = ["num_o2m_queries=12", "o2m_repeat=3", "o2m_loss_weight=0.5", "loss_cls=mal", "mosaic_prob=1.0"]
+OPTIONS += ["dense_enc_outputs=true", "dense_topk=5", "dense_cls_loss=vfl"]
 SMALL = ["--model", "rtdetrv2_hgnetv2_n", "--imgsz", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
 SMALL += ["--warmup-iters", "2", "--ema-warmup", "2", "--set", "num_queries=10"]
 
@@ -43,6 +44,7 @@ def test_train_resume_and_val_with_all_options(data, tmp_path, capsys):
     state = load_checkpoint(run / "last.pt")
     assert state["config"]["decoder"]["num_o2m_queries"] == 12
     assert state["train_config"]["loss_cls"] == "mal" and state["train_config"]["mosaic_prob"] == 1.0
+    assert state["config"]["decoder"]["dense_enc_outputs"] is True and state["train_config"]["dense_topk"] == 5
     argv = ["train", "--data", str(data), "--out", str(run), "--epochs", "2", "--resume", *SMALL, *sets]
     assert main(argv) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 2

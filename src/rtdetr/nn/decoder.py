@@ -121,6 +121,10 @@ class RTDETRDecoder(nn.Module):
         box_refine: "default" (each layer refines the box logits) or "fdr" (D-FINE's
             fine-grained distribution refinement of the four edges, with ``reg_max``,
             ``reg_up``, ``reg_scale``; see :mod:`rtdetr.nn.fdr`).
+        dense_enc_outputs: in training, also return the score and box of every encoder
+            token (``enc_dense_outputs``) for dense one-to-many supervision
+            (:mod:`rtdetr.train.dense_loss`). No parameters of its own: eval outputs and
+            weights are unchanged.
     """
 
     def __init__(
@@ -154,6 +158,7 @@ class RTDETRDecoder(nn.Module):
         reg_max: int = 32,
         reg_up: float = 0.5,
         reg_scale: float = 4.0,
+        dense_enc_outputs: bool = False,
     ) -> None:
         super().__init__()
         if num_o2m_queries < 0 or (learnt_init_query and num_o2m_queries > num_queries):
@@ -182,6 +187,7 @@ class RTDETRDecoder(nn.Module):
         self.aux_loss = aux_loss
         self.query_select_method = query_select_method
         self.num_o2m_queries = num_o2m_queries
+        self.dense_enc_outputs = dense_enc_outputs
         # Missing strides for extra levels continue the doubling.
         while len(self.feat_strides) < num_levels:
             self.feat_strides.append(self.feat_strides[-1] * 2)
@@ -300,14 +306,18 @@ class RTDETRDecoder(nn.Module):
 
     def _select_queries(
         self, memory: Tensor, shapes: list[tuple[int, int]], k: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Top-K encoder tokens -> (content queries, reference boxes (logits), their enc logits and boxes).
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
+        """Top-K encoder tokens -> (content queries, reference boxes (logits), their enc logits and
+        boxes, and the dense outputs of every token or None).
 
         Invalid (border) tokens are zeroed for selection only; like the reference,
         the decoder's cross-attention still reads the unmasked memory. The box head
         runs on the K selected tokens only: the same numbers as running it on all S
         and gathering (the reference's order), at K/S of its cost (2.2 GFLOPs saved
         at 640 px and width 256). ``k`` tokens are selected (default ``num_queries``).
+        With ``dense_enc_outputs`` in training the box head runs on all S tokens, whose
+        scores and boxes are returned for the dense loss (``pred_logits`` [B, S, C],
+        ``pred_boxes`` [B, S, 4] cxcywh, ``anchor_centers`` [S, 2], ``valid`` [S] bool).
         """
         anchors, valid = self._anchors(shapes, memory.device)
         memory = valid.to(memory.dtype) * memory
@@ -320,20 +330,32 @@ class RTDETRDecoder(nn.Module):
 
         topk_memory = take(output_memory)  # [B, K, C]
         anchors = anchors.to(output_memory.dtype).expand(memory.shape[0], -1, -1)
-        ref_unact = self.enc_bbox_head(topk_memory) + take(anchors)  # [B, K, 4]
+        dense = None
+        if self.training and self.dense_enc_outputs:
+            all_unact = self.enc_bbox_head(output_memory) + anchors  # [B, S, 4]
+            ref_unact = take(all_unact)
+            dense = {
+                "pred_logits": enc_logits,
+                "pred_boxes": all_unact.sigmoid(),
+                "anchor_centers": anchors[0, :, :2].float().sigmoid(),  # [S, 2]; invalid ones at 1
+                "valid": valid[0, :, 0],
+            }
+        else:
+            ref_unact = self.enc_bbox_head(topk_memory) + take(anchors)  # [B, K, 4]
         topk_logits = take(enc_logits)
         if self.learnt_init_query:
             target = self.tgt_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
         else:
             target = topk_memory.detach()
-        return target, ref_unact, topk_logits, ref_unact.sigmoid()
+        return target, ref_unact, topk_logits, ref_unact.sigmoid(), dense
 
     def forward(self, feats: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict:
         """Encoder maps -> dict with ``pred_logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4] (cxcywh).
 
         In training (with targets) the dict also holds ``aux_outputs`` (decoder
         layers 0..L-2, then the encoder top-K head), and, when denoising queries
-        were made, ``dn_aux_outputs`` (one per layer) and ``dn_meta``.
+        were made, ``dn_aux_outputs`` (one per layer) and ``dn_meta``; with
+        ``dense_enc_outputs``, ``enc_dense_outputs`` (every encoder token's head outputs).
         """
         memory, shapes = self._flatten_memory(feats)
         dn: DenoisingGroup | None = None
@@ -353,7 +375,7 @@ class RTDETRDecoder(nn.Module):
         # num_queries are the main queries (topk is sorted); at most one per token.
         num_o2m = min(self.num_o2m_queries, memory.shape[1]) if self.training else 0
         k = max(self.num_queries, num_o2m)
-        target, ref_unact, enc_logits, enc_boxes = self._select_queries(memory, shapes, k)
+        target, ref_unact, enc_logits, enc_boxes, dense = self._select_queries(memory, shapes, k)
         if num_o2m:
             o2m_target, o2m_ref = target[:, :num_o2m], ref_unact[:, :num_o2m]
             target, ref_unact, enc_logits, enc_boxes = (
@@ -399,6 +421,8 @@ class RTDETRDecoder(nn.Module):
                 out["dn_meta"] = dn.meta
         if o2m_outputs is not None:
             out["o2m_outputs"] = o2m_outputs
+        if dense is not None:
+            out["enc_dense_outputs"] = dense
         return out
 
     def _decode(

@@ -7,10 +7,12 @@ construction). Box losses are normalized by the number of ground-truth boxes in
 the batch, averaged over processes; the denoising losses by that number times
 the number of denoising groups.
 
-Two training options (both off by default, so the reference numerics are unchanged):
-DEIM's matchability-aware loss (``loss_mal``) in place of VFL, and the losses of the
+Three training options (all off by default, so the reference numerics are unchanged):
+DEIM's matchability-aware loss (``loss_mal``) in place of VFL, the losses of the
 decoder's one-to-many query group (``o2m_outputs``, H-DETR hybrid matching: every
-ground truth repeated ``o2m_repeat`` times, Hungarian-matched, suffix ``_o2m``).
+ground truth repeated ``o2m_repeat`` times, Hungarian-matched, suffix ``_o2m``), and the
+dense task-aligned supervision of every encoder token (``enc_dense_outputs``,
+``loss_dense_*``, :mod:`rtdetr.train.dense_loss`).
 
 Formats: ``pred_logits`` [B, Q, C] raw logits, ``pred_boxes`` [B, Q, 4] cxcywh
 normalized; targets are one dict per image with ``labels`` int64 [N] and
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtdetr.ops.boxes import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
+from rtdetr.train.dense_loss import dense_losses
 from rtdetr.train.fdr_loss import DEFAULT_FDR_WEIGHTS, FDR_LOSS_NAMES, fdr_losses
 from rtdetr.train.matcher import HungarianMatcher, Indices, Targets, validate_targets
 
@@ -64,6 +67,9 @@ def build_criterion(config: TrainConfig, num_classes: int) -> RTDETRCriterion:
         mal_gamma=config.mal_gamma,
         o2m_repeat=config.o2m_repeat,
         o2m_weight=config.o2m_loss_weight,
+        dense_weight=config.dense_loss_weight,
+        dense_topk=config.dense_topk,
+        dense_cls_loss=config.dense_cls_loss,
     )
 
 
@@ -94,6 +100,10 @@ class RTDETRCriterion(nn.Module):
         o2m_repeat: k, the copies of each ground truth the one-to-many group
             (``outputs["o2m_outputs"]``) is matched against.
         o2m_weight: factor on every ``*_o2m`` loss (0 skips them).
+        dense_weight: factor on the dense encoder losses (``outputs["enc_dense_outputs"]``;
+            0 skips them); their base weights are the class loss's, ``loss_bbox``'s and
+            ``loss_giou``'s.
+        dense_topk: positives per ground truth in the dense assignment.
     """
 
     def __init__(
@@ -108,6 +118,9 @@ class RTDETRCriterion(nn.Module):
         mal_gamma: float = 1.5,
         o2m_repeat: int = 6,
         o2m_weight: float = 1.0,
+        dense_weight: float = 1.0,
+        dense_topk: int = 10,
+        dense_cls_loss: str = "bce",
     ) -> None:
         super().__init__()
         if weight_dict is None:
@@ -126,12 +139,18 @@ class RTDETRCriterion(nn.Module):
         self.mal_gamma = mal_gamma
         self.o2m_repeat = o2m_repeat
         self.o2m_weight = o2m_weight
+        if dense_topk < 1:
+            raise ValueError(f"dense_topk must be >= 1, got {dense_topk}")
+        self.dense_weight = dense_weight
+        self.dense_topk = dense_topk
+        self.dense_cls_loss = dense_cls_loss
 
     def extra_repr(self) -> str:
         text = f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, alpha={self.alpha}, gamma={self.gamma}"
         if "loss_mal" in self.weight_dict:
             text += f", mal_alpha={self.mal_alpha}, mal_gamma={self.mal_gamma}"
-        return text + f", o2m_repeat={self.o2m_repeat}, o2m_weight={self.o2m_weight}"
+        text += f", o2m_repeat={self.o2m_repeat}, o2m_weight={self.o2m_weight}"
+        return text + f", dense_weight={self.dense_weight}, dense_topk={self.dense_topk}"
 
     # ------------------------------------------------------------------ losses
 
@@ -274,14 +293,16 @@ class RTDETRCriterion(nn.Module):
                 ``dn_aux_outputs`` (one dict per decoder layer, [B, Q_dn, ...])
                 with ``dn_meta`` (``dn_positive_idx``, ``dn_num_group``); optional
                 ``o2m_outputs`` (one dict per decoder layer, [B, Q_o2m, ...]: the
-                training-only one-to-many query group).
+                training-only one-to-many query group); optional ``enc_dense_outputs``
+                (every encoder token's score and box, see :mod:`rtdetr.train.dense_loss`).
             targets: B dicts, ``labels`` int64 [N_b], ``boxes`` [N_b, 4] cxcywh.
 
         Returns:
             Scalar losses, already multiplied by their weight: ``loss_vfl`` (or
             ``loss_mal``), ``loss_bbox``, ``loss_giou``, the same with ``_aux_{i}``
             per aux output, ``_dn_{i}`` per denoising output and ``_o2m_{i}`` per
-            one-to-many output (also times ``o2m_weight``). Sum them with
+            one-to-many output (also times ``o2m_weight``), and ``loss_dense_cls``,
+            ``loss_dense_bbox``, ``loss_dense_giou`` (times ``dense_weight``). Sum them with
             :func:`total_loss`.
         """
         bs = outputs["pred_logits"].shape[0]
@@ -329,6 +350,19 @@ class RTDETRCriterion(nn.Module):
                 indices = self.matcher(o2m, o2m_targets)
                 weighted = self._weighted(o2m, o2m_targets, indices, o2m_num_boxes, f"_o2m_{i}")
                 losses.update({k: v * self.o2m_weight for k, v in weighted.items()})
+        dense = outputs.get("enc_dense_outputs")
+        if dense is not None and self.dense_weight > 0:
+            cls_weight = self.weight_dict.get("loss_vfl", self.weight_dict.get("loss_mal", 0.0))
+            base = {
+                "loss_dense_cls": cls_weight,
+                "loss_dense_bbox": self.weight_dict.get("loss_bbox", 0.0),
+                "loss_dense_giou": self.weight_dict.get("loss_giou", 0.0),
+            }
+            dense_targets = targets
+            if agnostic_enc:  # one objectness logit: every box is class 0
+                dense_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+            for k, v in dense_losses(dense, dense_targets, topk=self.dense_topk, cls_loss=self.dense_cls_loss).items():
+                losses[k] = v * base[k] * self.dense_weight
         if "fdr" in outputs:  # box_refine="fdr": FGL, DDF and the initial boxes' terms
             layer_indices = [*aux_indices[: outputs["fdr"]["corners"].shape[0] - 1], main_indices]
             losses.update(fdr_losses(self, outputs, targets, layer_indices, num_boxes))

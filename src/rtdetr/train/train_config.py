@@ -15,6 +15,7 @@ _FLAGS = {"max_time_s": "--max-time", "num_workers": "--workers", "out_dir": "--
 LR_SCHEDULES = ("flat", "cosine")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 CLS_LOSSES = ("vfl", "mal")
+DENSE_CLS_LOSSES = ("bce", "vfl")
 # Sample-efficiency options with no flag of their own: set as ``--set KEY=VALUE`` (``rtdetr
 # train``, see split_overrides), which is what their error messages name.
 OVERRIDE_FIELDS = (
@@ -23,6 +24,9 @@ OVERRIDE_FIELDS = (
     "mal_alpha",
     "o2m_repeat",
     "o2m_loss_weight",
+    "dense_loss_weight",
+    "dense_topk",
+    "dense_cls_loss",
     "mosaic_prob",
     "mosaic_stop_epoch",
 )
@@ -70,6 +74,11 @@ class TrainConfig:
         o2m_repeat / o2m_loss_weight: copies of each ground truth the model's
             training-only one-to-many queries (model field ``num_o2m_queries``) are
             matched against, and the factor on their losses.
+        dense_loss_weight / dense_topk: factor on the dense task-aligned losses of every
+            encoder token (model field ``dense_enc_outputs``; :mod:`rtdetr.train.dense_loss`)
+            and the positives each ground truth gets there; ``dense_cls_loss`` "bce" (plain
+            BCE on every token, as YOLOv8) or "vfl" (negatives focal-weighted, positives
+            weighted by their target score).
         mosaic_prob: probability that a training sample is a 2x2 mosaic of four
             images (DEIM's "dense one-to-one": more targets per image); 0 disables.
         mosaic_stop_epoch: first epoch without mosaics; None follows ``stop_epoch``.
@@ -111,6 +120,9 @@ class TrainConfig:
     mal_alpha: float = 1.0
     o2m_repeat: int = 6
     o2m_loss_weight: float = 1.0
+    dense_loss_weight: float = 1.0
+    dense_topk: int = 10
+    dense_cls_loss: str = "bce"
     mosaic_prob: float = 0.0
     mosaic_stop_epoch: int | None = None
 
@@ -161,6 +173,10 @@ class TrainConfig:
         at_least("mal_alpha", 0, integer=False)
         at_least("o2m_repeat", 1)
         at_least("o2m_loss_weight", 0, integer=False)
+        at_least("dense_loss_weight", 0, integer=False)
+        at_least("dense_topk", 1)
+        if self.dense_cls_loss not in DENSE_CLS_LOSSES:
+            _bad("dense_cls_loss", self.dense_cls_loss, f"one of {', '.join(DENSE_CLS_LOSSES)}")
         at_least("mosaic_stop_epoch", 0, optional=True)
         at_least("mosaic_prob", 0, integer=False)
         if self.mosaic_prob > 1:
