@@ -21,7 +21,7 @@ def test_scratch_recipe_sets_its_preset_settings_and_queries():
     assert model == "rtdetrv2_hgnetv2_n"
     assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (6e-4, 6e-4, "cosine", 4)
     assert (cfg.ema_decay, cfg.multi_scale, cfg.stop_epoch, cfg.imgsz) == (0.99, False, 0, 320)
-    assert overrides == {"num_queries": 100, "num_layers": 2}
+    assert overrides == {"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True}
 
 
 def test_reference_recipe_is_the_presets_paper_recipe():
@@ -50,7 +50,7 @@ def test_flags_win_over_the_recipe_and_set_routes_train_fields_and_model_fields(
     )
     assert model == "rtdetr_r18vd"
     assert (cfg.batch_size, cfg.lr_schedule, cfg.ema_decay, cfg.lr) == (8, "flat", 0.5, 6e-4)
-    assert overrides == {"num_queries": 50, "num_layers": 2, "num_denoising": 0}
+    assert overrides == {"num_queries": 50, "num_layers": 2, "dense_enc_outputs": True, "num_denoising": 0}
 
 
 def test_recipe_choices_match_the_registry_and_unknown_names_are_config_errors():
