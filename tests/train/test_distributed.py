@@ -1,4 +1,5 @@
-"""DDP on CPU (gloo) with two processes, including a rank whose images have no boxes."""
+"""DDP on CPU (gloo) with two processes, including a rank whose images have no boxes
+(with the dense encoder supervision on, whose normalizer is all-reduced too)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     from rtdetr.train.train_config import TrainConfig
 
     torch.manual_seed(0)
-    model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20)
+    model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20, dense_enc_outputs=True)
     cfg = TrainConfig(
         epochs=1, batch_size=2, warmup_iters=1, num_workers=0, out_dir=out_dir, progress=False, device="cpu", ema=False
     )

@@ -26,7 +26,8 @@ Assignment, per image, for ground truth g and token s (all detached):
   so the best-aligned token of each object aims at that object's best IoU.
 
 Losses (unweighted; the criterion multiplies them by 1, 5 and 2 like its other terms,
-times ``dense_loss_weight``), with T the sum of all target scores (at least 1):
+times ``dense_loss_weight``), with T the sum of all target scores (averaged over processes
+under torch.distributed; at least 1):
 ``loss_dense_cls = sum BCE(logits, targets) / T`` over every valid (token, class) pair,
 ``loss_dense_bbox = sum_pos w * |box - gt|_1 / T`` and ``loss_dense_giou = sum_pos w *
 (1 - GIoU) / T`` with w the positive's target score.
@@ -41,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -143,7 +145,11 @@ def dense_losses(
     target_scores = torch.stack([a[0] for a in assigned])  # [B, S, C]
     target_boxes = torch.stack([a[1] for a in assigned])  # [B, S, 4]
     positive = torch.stack([a[2] for a in assigned])  # [B, S]
-    total = target_scores.sum().clamp(min=1.0)
+    total = target_scores.sum()
+    if dist.is_available() and dist.is_initialized():  # one scale on every rank, like num_boxes
+        dist.all_reduce(total)
+        total = total / dist.get_world_size()
+    total = total.clamp(min=1.0)
     logits = logits.float()
     weight = None
     if cls_loss == "vfl":  # varifocal: negatives focal-weighted, positives weighted by their target
