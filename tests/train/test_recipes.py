@@ -19,7 +19,7 @@ def _setup(*argv):
 def test_scratch_recipe_sets_its_preset_settings_and_queries():
     model, cfg, overrides = _setup("--recipe", "scratch", "--imgsz", "320")
     assert model == "rtdetrv2_hgnetv2_n"
-    assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (6e-4, 6e-4, "cosine", 4)
+    assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (1e-3, 1e-3, "cosine", 4)
     assert (cfg.ema_decay, cfg.multi_scale, cfg.stop_epoch, cfg.imgsz) == (0.99, False, 0, 320)
     assert overrides == {"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True}
 
@@ -49,7 +49,7 @@ def test_flags_win_over_the_recipe_and_set_routes_train_fields_and_model_fields(
         "num_denoising=0",
     )
     assert model == "rtdetr_r18vd"
-    assert (cfg.batch_size, cfg.lr_schedule, cfg.ema_decay, cfg.lr) == (8, "flat", 0.5, 6e-4)
+    assert (cfg.batch_size, cfg.lr_schedule, cfg.ema_decay, cfg.lr) == (8, "flat", 0.5, 1e-3)
     assert overrides == {"num_queries": 50, "num_layers": 2, "dense_enc_outputs": True, "num_denoising": 0}
 
 
