@@ -358,10 +358,8 @@ class RTDETRCriterion(nn.Module):
                 "loss_dense_bbox": self.weight_dict.get("loss_bbox", 0.0),
                 "loss_dense_giou": self.weight_dict.get("loss_giou", 0.0),
             }
-            dense_targets = targets
-            if agnostic_enc:  # one objectness logit: every box is class 0
-                dense_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
-            for k, v in dense_losses(dense, dense_targets, topk=self.dense_topk, cls_loss=self.dense_cls_loss).items():
+            # task_aligned_assign maps every label to 0 for a one-logit (agnostic) score head
+            for k, v in dense_losses(dense, targets, topk=self.dense_topk, cls_loss=self.dense_cls_loss).items():
                 losses[k] = v * base[k] * self.dense_weight
         if "fdr" in outputs:  # box_refine="fdr": FGL, DDF and the initial boxes' terms
             layer_indices = [*aux_indices[: outputs["fdr"]["corners"].shape[0] - 1], main_indices]
