@@ -81,9 +81,11 @@ def run_ours(
     cmd = [sys.executable, "-m", "rtdetr.cli", "train", "--recipe", args.recipe, "--data", str(data)]
     cmd += ["--imgsz", str(args.imgsz), "--out", str(out), "--exist-ok"]
     # A fixed step count is contention-proof (AP after N steps does not depend on the machine's load).
-    cmd += (
-        ["--max-time", str(budget_s)] if steps is None else ["--epochs", "1", "--set", f"max_steps_per_epoch={steps}"]
-    )
+    if steps is None:
+        cmd += ["--max-time", str(budget_s)]
+    else:  # more steps than one pass over the data: that many epochs, each cut to an equal share
+        epochs = -(-steps // _steps_per_epoch(data, sets, args.recipe))
+        cmd += ["--epochs", str(epochs), "--set", f"max_steps_per_epoch={-(-steps // epochs)}"]
     cmd += ["--model", args.model] if args.model else []
     for item in sets:
         cmd += ["--set", item]
@@ -104,6 +106,21 @@ def run_ours(
         "command_cpu_s": cpu,
         "checkpoint": str(out / "last.pt"),
     }
+
+
+def _steps_per_epoch(data: Path, sets: list[str], recipe: str) -> int:
+    """Optimizer steps in one pass over ``data``'s training images at the recipe's batch size
+    (or ``batch_size=`` among ``sets``); the last, short batch is dropped as the Trainer does."""
+    from rtdetr.train.recipes import get_recipe
+    from rtdetr.train.train_config import TrainConfig
+
+    batch = int(get_recipe(recipe).train.get("batch_size", TrainConfig.batch_size))
+    for item in sets:
+        key, _, value = item.partition("=")
+        if key.strip() == "batch_size":
+            batch = int(value)
+    images = len(json.loads((data / "annotations" / "instances_train.json").read_text())["images"])
+    return max(1, images // batch)
 
 
 def ablate(data: Path, out: Path, args: argparse.Namespace) -> None:

@@ -150,7 +150,9 @@ class RTDETRCriterion(nn.Module):
         if "loss_mal" in self.weight_dict:
             text += f", mal_alpha={self.mal_alpha}, mal_gamma={self.mal_gamma}"
         text += f", o2m_repeat={self.o2m_repeat}, o2m_weight={self.o2m_weight}"
-        return text + f", dense_weight={self.dense_weight}, dense_topk={self.dense_topk}"
+        return text + (
+            f", dense_weight={self.dense_weight}, dense_topk={self.dense_topk}, dense_cls_loss={self.dense_cls_loss!r}"
+        )
 
     # ------------------------------------------------------------------ losses
 
