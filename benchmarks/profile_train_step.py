@@ -28,7 +28,7 @@ from rtdetr.config import parse_overrides
 from rtdetr.data import generate_synthetic_dataset
 from rtdetr.runtime import cpu_description
 from rtdetr.train.criterion import total_loss
-from rtdetr.train.engine import autocast_context
+from rtdetr.train.evaluation import autocast_context
 from rtdetr.train.launch import build_trainer
 from rtdetr.train.recipes import get_recipe
 from rtdetr.train.train_config import TrainConfig

@@ -17,7 +17,10 @@ os.environ.setdefault("MKL_CBWR", "AVX2")
 # the processes they start) instead of every worker starting a thread per core.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    # The CPUs this process may use (a container's affinity mask), not the host's count;
+    # inline because torch must not be imported before OMP_NUM_THREADS is set.
+    _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cpus // _WORKERS))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -29,6 +28,7 @@ from .checkpoint import (
 )
 from .criterion import build_criterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
+from .evaluation import autocast_context, evaluate, progress
 from .input_sizes import check_multi_scales
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
 from .run_logger import RunLogger
@@ -44,67 +44,8 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the loss term."""
 
 
-def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
-    """Autocast to ``dtype`` ("auto": float16 on CUDA, bfloat16 elsewhere) when ``enabled``.
-
-    A primitive: it does not ask whether the dtype pays on this machine. Runs decide
-    that once with :func:`rtdetr.runtime.resolve_amp_dtype` (the Trainer does in its
-    constructor), which turns bf16 off on CPUs without native bf16.
-    """
-    if not enabled:
-        return contextlib.nullcontext()
-    if dtype == "auto":
-        dtype = "float16" if device.type == "cuda" else "bfloat16"
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
-
-
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-
-
-def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress bars are a nicety
-        return iterable
-    return tqdm(iterable, dynamic_ncols=True, **kwargs)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    postprocessor: PostProcessor,
-    evaluator: Any,
-    device: torch.device,
-    *,
-    amp: bool = False,
-    amp_dtype: str = "auto",
-    progress: bool = False,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> dict[str, Any]:
-    """COCO metrics of ``model`` on ``loader`` (targets carry ``image_id`` and ``orig_size`` (w, h)).
-
-    ``evaluator`` accumulates per-image predictions with dataset category ids
-    (the postprocessor maps labels through its ``category_ids``).
-    """
-    was_training = model.training
-    model.eval()
-    for images, targets in _progress(loader, progress, desc="eval", leave=False):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        with autocast_context(device, amp, amp_dtype):
-            outputs = model(images)
-        outputs = {k: v.float() for k, v in outputs.items()}
-        sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-        results = postprocessor(outputs, sizes)
-        evaluator.update(
-            [{"image_id": int(t["image_id"]), **{k: v.cpu() for k, v in r.items()}} for t, r in zip(targets, results)]
-        )
-    model.train(was_training)
-    evaluator.synchronize()  # every rank ends up with all detections
-    return evaluator.compute()
 
 
 class Trainer:
@@ -275,7 +216,7 @@ class Trainer:
         total_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen, batches, t0 = 0, 0, time.perf_counter()
-        bar = _progress(
+        bar = progress(
             loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}"
         )
         self.optimizer.zero_grad(set_to_none=True)
