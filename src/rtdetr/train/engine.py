@@ -28,7 +28,7 @@ from .checkpoint import (
 )
 from .criterion import build_criterion, total_loss
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier, init_distributed
-from .evaluation import autocast_context, evaluate, progress
+from .evaluation import autocast_context, evaluate, progress_bar
 from .input_sizes import check_multi_scales
 from .optim import ModelEMA, WarmupSchedule, build_optimizer
 from .run_logger import RunLogger
@@ -216,7 +216,7 @@ class Trainer:
         total_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen, batches, t0 = 0, 0, time.perf_counter()
-        bar = progress(
+        bar = progress_bar(
             loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}"
         )
         self.optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from ..nn.postprocess import PostProcessor
 
-__all__ = ["evaluate", "autocast_context", "progress"]
+__all__ = ["evaluate", "autocast_context", "progress_bar"]
 
 
 def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
@@ -28,7 +28,7 @@ def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
-def progress(iterable, enabled: bool, **kwargs):
+def progress_bar(iterable, enabled: bool, **kwargs):
     if not enabled:
         return iterable
     try:
@@ -58,7 +58,7 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    for images, targets in progress(loader, progress, desc="eval", leave=False):
+    for images, targets in progress_bar(loader, progress, desc="eval", leave=False):
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         with autocast_context(device, amp, amp_dtype):
             outputs = model(images)
