@@ -109,18 +109,16 @@ def run_ours(
 
 
 def _steps_per_epoch(data: Path, sets: list[str], recipe: str) -> int:
-    """Optimizer steps in one pass over ``data``'s training images at the recipe's batch size
-    (or ``batch_size=`` among ``sets``); the last, short batch is dropped as the Trainer does."""
+    """Optimizer steps in one pass over ``data``'s training split, as the Trainer counts them: the
+    recipe's batch size (or ``batch_size=`` among ``sets``), the last, short batch dropped."""
+    from rtdetr.config import parse_overrides
+    from rtdetr.data import build_dataset, resolve_dataset
     from rtdetr.train.recipes import get_recipe
     from rtdetr.train.train_config import TrainConfig
 
     batch = int(get_recipe(recipe).train.get("batch_size", TrainConfig.batch_size))
-    for item in sets:
-        key, _, value = item.partition("=")
-        if key.strip() == "batch_size":
-            batch = int(value)
-    images = len(json.loads((data / "annotations" / "instances_train.json").read_text())["images"])
-    return max(1, images // batch)
+    batch = int(parse_overrides(sets).get("batch_size", batch))
+    return max(1, len(build_dataset(resolve_dataset(data), "train")) // batch)
 
 
 def ablate(data: Path, out: Path, args: argparse.Namespace) -> None:

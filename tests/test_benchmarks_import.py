@@ -23,12 +23,9 @@ def test_benchmark_module_imports(name):
 
 def test_train_synthetic_steps_span_epochs(tmp_path):
     """``--steps N`` beyond one pass over the data must not be cut to one epoch's length."""
-    import json
-
     from benchmarks.train_synthetic import _steps_per_epoch
+    from rtdetr.data import generate_synthetic_dataset
 
-    (tmp_path / "annotations").mkdir()
-    images = [{"id": i, "file_name": f"{i}.png", "width": 8, "height": 8} for i in range(2001)]
-    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps({"images": images}))
-    assert _steps_per_epoch(tmp_path, [], "scratch") == 500  # batch 4, the short last batch dropped
-    assert _steps_per_epoch(tmp_path, ["lr=1e-3", "batch_size=8"], "scratch") == 250
+    data = generate_synthetic_dataset(tmp_path / "data", num_train=9, num_val=1, imgsz=32, seed=0)
+    assert _steps_per_epoch(data, [], "scratch") == 2  # batch 4, the short last batch dropped
+    assert _steps_per_epoch(data, ["lr=1e-3", "batch_size=3"], "scratch") == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -28,7 +29,8 @@ def autocast_context(device: torch.device, enabled: bool, dtype: str = "auto"):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
-def progress_bar(iterable, enabled: bool, **kwargs):
+def progress_bar(iterable: Iterable, enabled: bool, **kwargs: Any) -> Iterable:
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` and tqdm is installed, else itself."""
     if not enabled:
         return iterable
     try:
