@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["build_param_groups", "build_optimizer", "WarmupSchedule", "ModelEMA"]
 
@@ -109,25 +110,45 @@ class ModelEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.warmups, self.updates = decay, warmups, 0
+        # Which source attribute feeds which EMA tensor, resolved once per source model:
+        # walking both state dicts on every update cost ~10 ms of a ~600 ms CPU step.
+        self._pairs: list[tuple[Tensor, nn.Module, str]] = []
+        self._paired_with: weakref.ref | None = None
 
     def current_decay(self) -> float:
         if self.warmups <= 0:
             return self.decay
         return self.decay * (1 - math.exp(-self.updates / self.warmups))
 
+    def _pair(self, source: nn.Module) -> list[tuple[Tensor, nn.Module, str]]:
+        """(EMA tensor, source module, attribute name) for every state-dict entry.
+
+        The source side is read back with ``getattr`` at each update rather than cached
+        as a tensor, so a buffer a module re-assigns (instead of updating in place) is
+        still followed; keys are the state dict's, which ``Module.compile`` leaves as is.
+        """
+        if self._paired_with is None or self._paired_with() is not source:
+            ema_state = self.module.state_dict(keep_vars=True)
+            self._pairs = []
+            for key in source.state_dict(keep_vars=True):
+                owner, _, attr = key.rpartition(".")
+                self._pairs.append((ema_state[key], source.get_submodule(owner), attr))
+            self._paired_with = weakref.ref(source)
+        return self._pairs
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """ema = d * ema + (1 - d) * model, for floating-point parameters and buffers; others copied."""
         self.updates += 1
         d = self.current_decay()
-        source = _unwrap(model).state_dict()
         averaged, incoming = [], []
-        for key, value in self.module.state_dict().items():
+        for value, owner, attr in self._pair(_unwrap(model)):
+            new = getattr(owner, attr)  # no detach needed: no_grad, and it is only read
             if value.is_floating_point():
                 averaged.append(value)
-                incoming.append(source[key].detach().to(value.dtype))
+                incoming.append(new if new.dtype == value.dtype else new.to(value.dtype))
             else:
-                value.copy_(source[key])
+                value.copy_(new)
         # the reference's two steps (v *= d; v += (1 - d) * new), each over all tensors at once
         torch._foreach_mul_(averaged, d)
         torch._foreach_add_(averaged, incoming, alpha=1 - d)

@@ -1,0 +1,61 @@
+"""ModelEMA: the average it keeps, and that it follows the source model it is given."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rtdetr.train.optim import ModelEMA
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+
+
+def _perturb(model: nn.Module, step: int) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1 * (step + 1))
+    model.train()(torch.randn(2, 3, 8, 8))  # moves the running statistics, counts a batch
+
+
+def test_ema_follows_its_formula_over_updates() -> None:
+    model = _net()
+    model(torch.randn(1, 3, 8, 8))  # materialize the lazy layer before the copy
+    ema = ModelEMA(model, decay=0.9, warmups=3)
+    expected = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    for step in range(4):
+        _perturb(model, step)
+        ema.update(model)
+        d = 0.9 * (1 - math.exp(-(step + 1) / 3))
+        for k, v in model.state_dict().items():
+            expected[k] = expected[k] * d + v * (1 - d) if v.is_floating_point() else v.clone()
+    got = ema.module.state_dict()
+    assert got.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-7, msg=k)
+    # the integer buffer is copied, not averaged
+    assert int(got["1.num_batches_tracked"]) == int(model.state_dict()["1.num_batches_tracked"]) == 5
+
+
+def test_ema_reads_a_reassigned_buffer_and_a_new_source_model() -> None:
+    model = _net()
+    model(torch.randn(1, 3, 8, 8))
+    ema = ModelEMA(model, decay=0.5, warmups=0)
+    ema.update(model)
+    # a module that replaces its buffer object instead of updating it in place
+    before = ema.module[1].running_mean.clone()
+    model[1].running_mean = torch.full((4,), 8.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.module[1].running_mean, before * 0.5 + 4.0)
+    # another model object with the same layout: its values are the ones averaged in
+    other = _net()
+    other(torch.randn(1, 3, 8, 8))
+    with torch.no_grad():
+        other[0].weight.fill_(2.0)
+        ema.module[0].weight.zero_()
+    ema.update(other)
+    torch.testing.assert_close(ema.module[0].weight, torch.ones_like(other[0].weight))
