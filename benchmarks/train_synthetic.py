@@ -35,12 +35,14 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from rtdetr.runtime import cpu_description
 
+LATENCY_ROUNDS = 3  # passes over the latency images; each contender runs once per image per pass
 SYNTH_SETS = {
     "a": dict(num_train=2000, num_val=200, imgsz=320, num_classes=3),
     "b": dict(num_train=2000, num_val=200, imgsz=256, num_classes=5, max_objects=14, object_size=(6.0, 0.3)),
@@ -242,47 +244,67 @@ def yolo_child(args: argparse.Namespace) -> None:
 
 
 def latency_child(args: argparse.Namespace) -> None:
-    """Batch-1 end-to-end latency on the validation images: file -> detections (decode/NMS included)."""
+    """Batch-1 end-to-end latency on the validation images: file -> detections (decode/NMS included).
+
+    Every contender is loaded in this one process and they take turns on each image (the
+    order rotating from image to image), over ``LATENCY_ROUNDS`` passes: this machine's
+    speed drifts by tens of percent within minutes, and measured one after the other the
+    same model came out 29 ms in one run and 41 ms in the next.
+    """
+    from rtdetr import Detector
     from rtdetr.data import build_dataset, resolve_dataset
 
     paths = [str(build_dataset(resolve_dataset(args.data), "val").image_path(i)) for i in range(args.latency_images)]
-    if args.latency_child == "yolo":
+    contenders: dict[str, Callable[[str], object]] = {}
+    if args.yolo_checkpoint:
         from ultralytics import YOLO
 
-        model = YOLO(args.checkpoint)
-        model.predict(paths[0], imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)
-        torch.set_num_threads(args.threads)
+        yolo = YOLO(args.yolo_checkpoint)
+        yolo.predict(paths[0], imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)  # its setup: threads
+        contenders["YOLOv8n: predict(file), conf 0.001, NMS included"] = lambda path: yolo.predict(
+            path, imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False
+        )
+    torch.set_num_threads(args.threads)
+    for precision in ("fp32", "auto"):
+        det = Detector.from_pretrained(args.checkpoint, imgsz=args.imgsz, device="cpu", precision=precision)
+        contenders[f"ours: Detector.predict(file), {precision}, conf 0.001, decode included"] = lambda path, det=det: (
+            det.predict(path, conf=0.001)
+        )
+    runs = list(contenders.items())
+    for path in paths[:5]:
+        for _, run in runs:
+            run(path)
+    times: dict[str, list[float]] = {label: [] for label in contenders}
+    for _ in range(LATENCY_ROUNDS):
+        for i, path in enumerate(paths):
+            for label, run in runs[i % len(runs) :] + runs[: i % len(runs)]:
+                t = time.perf_counter()
+                run(path)
+                times[label].append((time.perf_counter() - t) * 1e3)
+    rows = []
+    for label, ts in times.items():
+        ts.sort()
+        rows.append(
+            {
+                "what": label,
+                "median_ms": ts[len(ts) // 2],
+                "p10_ms": ts[len(ts) // 10],
+                "p90_ms": ts[9 * len(ts) // 10],
+                "images": len(paths),
+                "runs": len(ts),
+                "threads": args.threads,
+            }
+        )
+    Path(args.result).write_text(json.dumps(rows))
 
-        def run(path):
-            return model.predict(path, imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False)
 
-        label = "YOLOv8n: predict(file), conf 0.001, NMS included"
-    else:
-        from rtdetr import Detector
-
-        det = Detector.from_pretrained(args.checkpoint, imgsz=args.imgsz, device="cpu", precision=args.precision)
-
-        def run(path):
-            return det.predict(path, conf=0.001)
-
-        label = f"ours: Detector.predict(file), {args.precision}, conf 0.001, decode included"
-    for p in paths[:5]:
-        run(p)
-    times = []
-    for p in paths:
-        t = time.perf_counter()
-        run(p)
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    Path(args.result).write_text(json.dumps({"what": label, "median_ms": times[len(times) // 2], "images": len(times)}))
-
-
-def run_latency(kind: str, checkpoint: str, data: Path, out: Path, args: argparse.Namespace, precision: str) -> dict:
-    result = out / f"latency_{kind}_{precision}.json"
-    cmd = [sys.executable, __file__, "--latency-child", kind, "--checkpoint", checkpoint, "--data", str(data)]
+def run_latency(ours: str, yolo: str | None, data: Path, out: Path, args: argparse.Namespace) -> list[dict]:
+    """Latency of our checkpoint (fp32 and precision "auto") and, given one, a YOLO checkpoint, interleaved."""
+    result = out / "latency.json"
+    cmd = [sys.executable, __file__, "--latency-child", "--checkpoint", ours, "--data", str(data)]
     cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--result", str(result)]
-    cmd += ["--precision", precision, "--latency-images", str(args.latency_images)]
-    _run(cmd, args.threads, out / f"latency_{kind}_{precision}.log")  # (wall, cpu) unused
+    cmd += ["--latency-images", str(args.latency_images)] + (["--yolo-checkpoint", yolo] if yolo else [])
+    _run(cmd, args.threads, out / "latency.log")  # (wall, cpu) unused
     return json.loads(result.read_text())
 
 
@@ -308,14 +330,20 @@ def main() -> None:
     p.add_argument("--latency", action="store_true", help="also batch-1 end-to-end latency of the last runs")
     p.add_argument("--latency-images", type=int, default=60)
     p.add_argument("--json", default=None, help="write every number here")
+    p.add_argument(
+        "--latency-of",
+        default=None,
+        metavar="OURS.pt[,YOLO.pt]",
+        help="no training: only the interleaved latency of these checkpoints",
+    )
     for hidden in ("--yolo-child", "--yolo-data", "--budget-s", "--result", "--latency-child", "--checkpoint"):
         p.add_argument(
             hidden,
             default=None,
             help=argparse.SUPPRESS,
-            **({"action": "store_true"} if hidden == "--yolo-child" else {}),
+            **({"action": "store_true"} if hidden in ("--yolo-child", "--latency-child") else {}),
         )
-    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--yolo-checkpoint", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_flush_denormal(True)
     if args.yolo_child:
@@ -329,6 +357,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.steps:
         return ablate(data, out, args)
+    if args.latency_of:
+        ours, _, yolo = args.latency_of.partition(",")
+        for lat in run_latency(ours, yolo or None, data, out, args):
+            print(json.dumps(lat))
+        return None
     budgets = [float(b) for b in args.budgets.split(",") if b]
     tag = "_".join(s.replace("=", "-") for s in args.set) or "default"
     runs = []
@@ -343,11 +376,8 @@ def main() -> None:
     latency = []
     if args.latency:
         ours = [r for r in runs if r["model"].startswith("ours")][-1]["checkpoint"]
-        latency.append(run_latency("ours", ours, data, out, args, "fp32"))
-        latency.append(run_latency("ours", ours, data, out, args, "auto"))
-        yolos = [r for r in runs if r["model"].startswith("YOLO")]
-        if yolos:
-            latency.append(run_latency("yolo", yolos[-1]["checkpoint"], data, out, args, "fp32"))
+        yolos = [r["checkpoint"] for r in runs if r["model"].startswith("YOLO")]
+        latency = run_latency(ours, yolos[-1] if yolos else None, data, out, args)
     header = (
         f"from scratch on {data} ({args.imgsz} px), {args.threads} threads, CPU {cpu_description()}, "
         f"torch {torch.__version__}; YOLOv8n at Ultralytics defaults except threads = ours, val=False, plots=False"
@@ -362,7 +392,10 @@ def main() -> None:
             f"{r['train_img_s']:.1f} | {seen} | {r['epochs']:.1f} |"
         )
     for lat in latency:
-        print(f"latency: {lat['what']}: {lat['median_ms']:.1f} ms median of {lat['images']} images")
+        print(
+            f"latency: {lat['what']}: {lat['median_ms']:.1f} ms median (p10 {lat['p10_ms']:.1f}, "
+            f"p90 {lat['p90_ms']:.1f}) of {lat['runs']} runs on {lat['images']} images, interleaved"
+        )
     if args.json:
         Path(args.json).write_text(
             json.dumps({"header": header, "cpu": cpu_description(), "runs": runs, "latency": latency}, indent=1)

@@ -29,3 +29,29 @@ def test_train_synthetic_steps_span_epochs(tmp_path):
     data = generate_synthetic_dataset(tmp_path / "data", num_train=9, num_val=1, imgsz=32, seed=0)
     assert _steps_per_epoch(data, [], "scratch") == 2  # batch 4, the short last batch dropped
     assert _steps_per_epoch(data, ["lr=1e-3", "batch_size=3"], "scratch") == 3
+
+
+def test_train_synthetic_latency_interleaves_contenders(tmp_path):
+    """The latency child times every contender on every image of every pass, in one process."""
+    import argparse
+    import json
+
+    from benchmarks.train_synthetic import LATENCY_ROUNDS, latency_child
+    from rtdetr.data import generate_synthetic_dataset
+
+    data = generate_synthetic_dataset(tmp_path / "data", num_train=1, num_val=3, imgsz=64, seed=0)
+    args = argparse.Namespace(
+        data=str(data),
+        checkpoint="rtdetrv2_hgnetv2_n",  # a preset with random weights: only the timing protocol is under test
+        yolo_checkpoint=None,
+        imgsz=320,  # the preset's 300 queries need enough encoder tokens
+        threads=1,
+        latency_images=3,
+        result=str(tmp_path / "latency.json"),
+    )
+    latency_child(args)
+    rows = json.loads((tmp_path / "latency.json").read_text())
+    assert [r["what"].split(",")[1].strip() for r in rows] == ["fp32", "auto"]
+    for r in rows:
+        assert r["images"] == 3 and r["runs"] == 3 * LATENCY_ROUNDS and r["threads"] == 1
+        assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
