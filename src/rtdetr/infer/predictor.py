@@ -75,6 +75,9 @@ class Detector:
         inplace: for a module: fuse and move the given module itself instead of a copy
             (saves memory; the caller's module is then changed: eval mode, RepVGG
             branches fused, BatchNorms folded, moved to ``device``).
+        graph: for a module: ``"auto"`` runs a CPU input shape that comes back as a
+            frozen TorchScript graph (checked against the eager result; ~18% less
+            latency for the small presets), ``"eager"`` never does (see :class:`TorchBackend`).
     """
 
     def __init__(
@@ -86,10 +89,13 @@ class Detector:
         imgsz: int | None = None,
         class_names: list[str] | None = None,
         inplace: bool = False,
+        graph: str = "auto",
     ) -> None:
         setup_cpu_runtime(device)
         if isinstance(model_or_backend, nn.Module):
-            backend: Backend = TorchBackend(model_or_backend, device=device, precision=precision, inplace=inplace)
+            backend: Backend = TorchBackend(
+                model_or_backend, device=device, precision=precision, inplace=inplace, graph=graph
+            )
         else:
             backend = model_or_backend
         self.backend = backend
@@ -117,6 +123,7 @@ class Detector:
         precision: str = "auto",
         imgsz: int | None = None,
         trusted: bool = False,
+        graph: str = "auto",
         **overrides: Any,
     ) -> Detector:
         """Build from a preset name, a checkpoint or weights file/folder, or an ``.onnx`` file.
@@ -131,6 +138,7 @@ class Detector:
             num_classes: default: the weights' class count, else 80.
             trusted: allow torch files holding arbitrary Python objects (unpickling
                 can run code: only for files from a source you trust).
+            graph: ``"auto"`` or ``"eager"``, as for :class:`Detector` (not for ``.onnx``).
             overrides: config fields for a preset or checkpoint, e.g. ``eval_idx=2``.
         """
         path = Path(model)
@@ -145,7 +153,7 @@ class Detector:
 
         net = load_model(model, weights=weights, num_classes=num_classes, trusted=trusted, **overrides)
         # nobody else holds this model: fuse and move it in place instead of copying it
-        return cls(net, device=device, precision=precision, imgsz=imgsz, inplace=True)
+        return cls(net, device=device, precision=precision, imgsz=imgsz, inplace=True, graph=graph)
 
     # ------------------------------------------------------------------ running
 
