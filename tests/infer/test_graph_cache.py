@@ -96,3 +96,14 @@ def test_backend_traces_on_cpu_by_default_and_not_when_eager() -> None:
     torch.testing.assert_close(out[2], expected[2], atol=1e-4, rtol=0)  # scores, sorted by both
     with pytest.raises(ValueError, match="graph must be one of"):
         TorchBackend(model, graph="compiled")
+
+
+def test_cli_eager_flag_reaches_the_backend() -> None:
+    import argparse
+
+    from rtdetr.cli_options import detector_from_args
+
+    base = dict(model="rtdetrv2_hgnetv2_n", weights=None, device="cpu", precision="fp32", imgsz=320)
+    eager = detector_from_args(argparse.Namespace(**base, eager=True, set=["num_classes=3"]))
+    default = detector_from_args(argparse.Namespace(**base, set=["num_classes=3"]))  # a command without --eager
+    assert eager.backend.graphs is None and default.backend.graphs is not None

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..argtypes import image_size, non_negative_int, positive_int, probability
-from ..cli_options import TRUSTED_HELP, detector_from_args, resolve_device
+from ..cli_options import EAGER_HELP, TRUSTED_HELP, detector_from_args, resolve_device
 from ..errors import UserError
 from ..runtime import PRECISION_HELP, PRECISIONS
 from .defaults import DEFAULT_CONF
@@ -156,6 +156,7 @@ def add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-det", type=positive_int, default=300)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--eager", action="store_true", help=EAGER_HELP)
     p.add_argument("--out", default="runs/predict", help="output folder")
     p.add_argument("--no-save-images", action="store_true", help="only write the JSON files")
     p.add_argument("--no-save-json", action="store_true", help="only write annotated media")
@@ -193,6 +194,7 @@ def add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--imgsz", type=image_size, default=None, help="a multiple of 32 (default: the model's, 640)")
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--eager", action="store_true", help=EAGER_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument(

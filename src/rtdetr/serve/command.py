@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ..argtypes import image_size, non_negative_float, port, positive_float, positive_int
-from ..cli_options import TRUSTED_HELP
+from ..cli_options import EAGER_HELP, TRUSTED_HELP
 from ..errors import UserError
 from ..runtime import PRECISION_HELP, PRECISIONS
 
@@ -33,6 +33,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=image_size, default=None, help="input side, multiple of 32 (default: the model's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--eager", action="store_true", help=EAGER_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=port, default=8000, help="TCP port, 0..65535 (default 8000)")
     p.add_argument("--max-batch", type=positive_int, default=8, help="most images per forward pass")

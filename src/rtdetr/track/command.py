@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 from ..argtypes import image_size, non_negative_float, non_negative_int, positive_float, positive_int, probability
-from ..cli_options import TRUSTED_HELP, detector_from_args, resolve_device
+from ..cli_options import EAGER_HELP, TRUSTED_HELP, detector_from_args, resolve_device
 from ..errors import UserError
 from ..runtime import PRECISION_HELP, PRECISIONS
 
@@ -124,6 +124,7 @@ def add_track_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-det", type=positive_int, default=300)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--eager", action="store_true", help=EAGER_HELP)
     p.add_argument("--out", default="runs/track", help="output folder")
     p.add_argument("--no-save-video", action="store_true", help="only write the MOT and JSON files")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file (default: skip, warn)")
