@@ -7,8 +7,10 @@
 Paths (all end to end inside the model call: network + top-K postprocess):
   transformers eager fp32   RTDetrForObjectDetection, same R18 config, random init (the 1.00x)
   ours eager fp32           as built: RepVGG branches and BatchNorms unfused, NCHW
-  ours deploy fp32          RepVGG fused, BatchNorm folded, channels-last
+  ours deploy fp32          RepVGG fused, BatchNorm folded, channels-last, eager
   ours deploy bf16          the same under bf16 autocast (AVX512-BF16 / AMX CPUs)
+  ours traced fp32 / bf16   the deploy model as a frozen TorchScript graph (what ``Detector``
+                            runs by default on a CPU once an input size comes back)
   onnxruntime fp32          `rtdetr export` graph
   onnxruntime int8          static QDQ quantization calibrated on synthetic images
 
@@ -62,10 +64,13 @@ def build_paths(
     if hf:
         paths["transformers eager fp32"] = Detector(_HFBackend(hf, model.config.num_classes), imgsz=imgsz)
     paths["ours eager fp32"] = Detector(
-        TorchBackend(copy.deepcopy(model), fuse=False, channels_last=False), imgsz=imgsz
+        TorchBackend(copy.deepcopy(model), fuse=False, channels_last=False, graph="eager"), imgsz=imgsz
     )
-    paths["ours deploy fp32"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="fp32")
-    paths["ours deploy bf16"] = Detector(copy.deepcopy(model), imgsz=imgsz, precision="bf16")
+    for precision in ("fp32", "bf16"):
+        for graph, name in (("eager", "deploy"), ("auto", "traced")):
+            paths[f"ours {name} {precision}"] = Detector(
+                copy.deepcopy(model), imgsz=imgsz, precision=precision, graph=graph
+            )
     try:
         from rtdetr.export import export_onnx, quantize_onnx_int8
         from rtdetr.infer.onnx_backend import OnnxBackend
@@ -138,7 +143,7 @@ def eval_idx_tradeoff(preset: str, imgsz: int, runs: int) -> list[dict]:
     print(f"\n| {preset} decoder layers kept (eval_idx) | deploy fp32 model median ms |\n|---|---:|")
     for k in range(cfg.decoder.num_layers):
         torch.manual_seed(0)
-        backend = TorchBackend(rtdetr.build_model(preset, eval_idx=k))
+        backend = TorchBackend(rtdetr.build_model(preset, eval_idx=k), graph="eager")
         st = time_callable(lambda: backend(x, sizes), warmup=2, runs=runs)
         print(f"| {k + 1} (eval_idx={k}) | {st.median_ms:.1f} |")
         rows.append({"eval_idx": k, "ms": st.median_ms})

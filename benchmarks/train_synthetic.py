@@ -265,9 +265,13 @@ def latency_child(args: argparse.Namespace) -> None:
             path, imgsz=args.imgsz, conf=0.001, device="cpu", verbose=False
         )
     torch.set_num_threads(args.threads)
-    for precision in ("fp32", "auto"):
-        det = Detector.from_pretrained(args.checkpoint, imgsz=args.imgsz, device="cpu", precision=precision)
-        contenders[f"ours: Detector.predict(file), {precision}, conf 0.001, decode included"] = lambda path, det=det: (
+    # Detector's defaults (traced graphs on a CPU) in fp32 and "auto", and fp32 eager for scale
+    for precision, graph in (("fp32", "auto"), ("auto", "auto"), ("fp32", "eager")):
+        det = Detector.from_pretrained(
+            args.checkpoint, imgsz=args.imgsz, device="cpu", precision=precision, graph=graph
+        )
+        what = f"{precision}{', eager' if graph == 'eager' else ''}"
+        contenders[f"ours: Detector.predict(file), {what}, conf 0.001, decode included"] = lambda path, det=det: (
             det.predict(path, conf=0.001)
         )
     runs = list(contenders.items())

@@ -51,7 +51,7 @@ def test_train_synthetic_latency_interleaves_contenders(tmp_path):
     )
     latency_child(args)
     rows = json.loads((tmp_path / "latency.json").read_text())
-    assert [r["what"].split(",")[1].strip() for r in rows] == ["fp32", "auto"]
+    assert [r["what"].split(", conf")[0].split("), ")[1] for r in rows] == ["fp32", "auto", "fp32, eager"]
     for r in rows:
         assert r["images"] == 3 and r["runs"] == 3 * LATENCY_ROUNDS and r["threads"] == 1
         assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]

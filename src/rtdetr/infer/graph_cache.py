@@ -37,14 +37,16 @@ class TracedGraphs:
     """Calls ``module(images, sizes)`` through a frozen trace per input shape, else eagerly.
 
     Called under autocast, a graph records the casts autocast made while it was traced,
-    so it keeps running in that precision. The graphs hold a frozen copy of the weights:
-    changing ``module``'s weights afterwards needs a new ``TracedGraphs``.
+    so it keeps running in that precision. A graph's weights are constants captured when it
+    was traced (for the deploy-fused detectors they share the module's storage); after
+    changing ``module``'s weights, build a new ``TracedGraphs``.
 
     Args:
         module: the inference module (eval mode); called with the same arguments.
         trace_after: trace a shape on its ``trace_after``-th call (earlier calls run eagerly).
-        max_graphs: graphs kept, least recently used dropped first (each holds a frozen
-            copy of the weights).
+        max_graphs: graphs kept, least recently used dropped first. A frozen graph's
+            weights share the module's storage (measured for ``rtdetrv2_hgnetv2_n`` and
+            R18: all of the graph's tensor constants), so each graph costs little memory.
         score_tolerance: largest difference allowed between the sorted scores of the
             graph and of the eager module when a graph is checked (reduced precision
             reorders near-ties, so sorted values are compared, not positions).
