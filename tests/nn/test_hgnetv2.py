@@ -195,3 +195,19 @@ def test_stem_pool_without_grad_equals_max_pool() -> None:
     with torch.enable_grad():
         slow = model.stem(x)  # nn.MaxPool2d, as the reference
     assert torch.equal(fast, slow.detach())
+
+
+def test_stem_pool_traced_without_grad_uses_the_fast_form_but_onnx_keeps_maxpool(tmp_path) -> None:
+    """A TorchScript trace for inference records the max of shifted views (no max_pool2d);
+    an ONNX export keeps one MaxPool node for its runtime."""
+    torch.manual_seed(0)
+    stem = HGNetv2(name="B0").eval().stem
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        graph = str(torch.jit.trace(stem, x).graph)
+    assert "max_pool2d" not in graph and "aten::maximum" in graph
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "stem.onnx"
+    torch.onnx.export(stem, (x,), str(path), dynamo=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MaxPool" in ops and "Max" not in ops

@@ -144,10 +144,14 @@ class StemBlock(nn.Module):
 
     def _pool(self, x: Tensor) -> Tensor:
         """2x2 stride-1 max pool: [B, C, H+1, W+1] -> [B, C, H, W]."""
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
-            return self.pool(x)  # its backward routes a tie's gradient to one element, as the reference
+        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+            # Its backward routes a tie's gradient to one element, as the reference; and an
+            # exported ONNX/OpenVINO graph keeps a single MaxPool node for its runtime.
+            return self.pool(x)
         # The max of four shifted views: the same values, ~2.5x faster than
-        # max_pool2d_with_indices on channels-last CPU tensors (which also writes indices).
+        # max_pool2d_with_indices on channels-last CPU tensors (which also writes indices);
+        # also inside a TorchScript trace, where the pool cost ~10% of a small model's
+        # forward (infer/graph_cache.py).
         top = torch.maximum(x[..., :-1, :-1], x[..., :-1, 1:])
         return torch.maximum(top, torch.maximum(x[..., 1:, :-1], x[..., 1:, 1:]))
 
