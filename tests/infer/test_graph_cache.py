@@ -107,3 +107,20 @@ def test_cli_eager_flag_reaches_the_backend() -> None:
     eager = detector_from_args(argparse.Namespace(**base, eager=True, set=["num_classes=3"]))
     default = detector_from_args(argparse.Namespace(**base, set=["num_classes=3"]))  # a command without --eager
     assert eager.backend.graphs is None and default.backend.graphs is not None
+
+
+@pytest.mark.parametrize("preset", ["rtdetr_r18vd", "dfine_hgnetv2_n"])
+def test_other_families_trace_to_the_eager_result(preset: str) -> None:
+    """A ResNet backbone and the D-FINE decoder: traced fp32 outputs equal eager ones exactly."""
+    from rtdetr import build_model
+
+    torch.manual_seed(0)
+    model = build_model(preset, num_classes=4, num_queries=30)
+    traced, eager = TorchBackend(model, precision="fp32"), TorchBackend(model, precision="fp32", graph="eager")
+    images, sizes = torch.rand(1, 3, 160, 160), torch.tensor([[320, 240]])
+    expected = eager(images, sizes)
+    for _ in range(3):
+        out = traced(images, sizes)
+    assert traced.graphs.num_graphs == 1 and traced.graphs.enabled
+    for e, g in zip(expected, out):
+        assert torch.equal(e, g)
