@@ -22,7 +22,7 @@ class Toy(nn.Module):
     def forward(self, images: torch.Tensor, sizes: torch.Tensor):
         f = self.conv(images).flatten(2).mean(-1)  # [B, 4]
         scores = f.sigmoid()
-        return f.argmax(-1, keepdim=True), f[:, :, None].expand(-1, -1, 4) * sizes[:, None, :1], scores
+        return f.argmax(-1, keepdim=True), f[:, :, None].expand(-1, -1, 4) * sizes[:, None, :1].to(f.dtype), scores
 
 
 def _inputs(b: int = 1, s: int = 8):
@@ -124,3 +124,20 @@ def test_other_families_trace_to_the_eager_result(preset: str) -> None:
     assert traced.graphs.num_graphs == 1 and traced.graphs.enabled
     for e, g in zip(expected, out):
         assert torch.equal(e, g)
+
+
+def test_autocast_state_gets_its_own_graph() -> None:
+    """A graph bakes in the casts of its autocast state: a call under another state must not reuse it."""
+    toy = Toy().eval()
+    graphs = TracedGraphs(toy, trace_after=2)
+    images, sizes = _inputs()
+    with torch.inference_mode():
+        for _ in range(2):
+            graphs(images, sizes)  # fp32: traced on the second call
+        assert graphs.num_graphs == 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = graphs(images, sizes)  # first call in bf16: eager, not the fp32 graph
+            expected = toy(images, sizes)
+    assert graphs.num_graphs == 1 and len(graphs._seen) == 2
+    assert low[2].dtype == expected[2].dtype == torch.bfloat16
+    torch.testing.assert_close(low[2], expected[2], rtol=0, atol=0)

@@ -80,7 +80,10 @@ class TracedGraphs:
         return graph(images, sizes)
 
     def _graph_for(self, images: Tensor, sizes: Tensor) -> torch.jit.ScriptModule | None:
-        key = (tuple(images.shape), images.dtype, images.is_contiguous(memory_format=torch.channels_last))
+        device = images.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        # A graph bakes in the casts of the autocast state it was traced under.
+        key = (tuple(images.shape), images.dtype, images.is_contiguous(memory_format=torch.channels_last), autocast)
         with self._lock:  # callers in other threads wait while a shape is traced
             graph = self._graphs.get(key)
             if graph is not None:
