@@ -77,7 +77,8 @@ class Detector:
             branches fused, BatchNorms folded, moved to ``device``).
         graph: for a module: ``"auto"`` runs a CPU input shape that comes back as a
             frozen TorchScript graph (checked against the eager result; ~18% less
-            latency for the small presets), ``"eager"`` never does (see :class:`TorchBackend`).
+            latency for the small presets), ``"trace"`` does so on any device, ``"eager"``
+            never does (see :class:`TorchBackend`).
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class Detector:
             num_classes: default: the weights' class count, else 80.
             trusted: allow torch files holding arbitrary Python objects (unpickling
                 can run code: only for files from a source you trust).
-            graph: ``"auto"`` or ``"eager"``, as for :class:`Detector` (not for ``.onnx``).
+            graph: ``"auto"``, ``"trace"`` or ``"eager"``, as for :class:`Detector` (not for ``.onnx``).
             overrides: config fields for a preset or checkpoint, e.g. ``eval_idx=2``.
         """
         path = Path(model)
