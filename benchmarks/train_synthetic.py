@@ -270,6 +270,7 @@ def latency_child(args: argparse.Namespace) -> None:
         det = Detector.from_pretrained(
             args.checkpoint, imgsz=args.imgsz, device="cpu", precision=precision, graph=graph
         )
+        det.warmup()  # what a latency-minded user does: the CPU graph is traced now
         what = f"{precision}{', eager' if graph == 'eager' else ''}"
         contenders[f"ours: Detector.predict(file), {what}, conf 0.001, decode included"] = lambda path, det=det: (
             det.predict(path, conf=0.001)

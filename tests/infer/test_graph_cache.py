@@ -90,8 +90,11 @@ def test_backend_traces_on_cpu_by_default_and_not_when_eager() -> None:
     assert eager.graphs is None and auto.graphs is not None
     images, sizes = torch.rand(1, 3, 128, 128), torch.tensor([[200, 100]])
     expected = eager(images, sizes)
-    for _ in range(3):
+    for _ in range(3):  # a few calls do not pay for a trace (~1 s) ...
         out = auto(images, sizes)
+    assert auto.graphs.num_graphs == 0 and auto.graphs.trace_after == 50
+    assert auto.prepare(1, 128) and not eager.prepare(1, 128)  # ... asking for one does
+    out = auto(images, sizes)
     assert auto.graphs.num_graphs == 1
     torch.testing.assert_close(out[2], expected[2], atol=1e-4, rtol=0)  # scores, sorted by both
     with pytest.raises(ValueError, match="graph must be one of"):
@@ -119,8 +122,8 @@ def test_other_families_trace_to_the_eager_result(preset: str) -> None:
     traced, eager = TorchBackend(model, precision="fp32"), TorchBackend(model, precision="fp32", graph="eager")
     images, sizes = torch.rand(1, 3, 160, 160), torch.tensor([[320, 240]])
     expected = eager(images, sizes)
-    for _ in range(3):
-        out = traced(images, sizes)
+    assert traced.prepare(1, 160)
+    out = traced(images, sizes)
     assert traced.graphs.num_graphs == 1 and traced.graphs.enabled
     for e, g in zip(expected, out):
         assert torch.equal(e, g)
@@ -141,3 +144,13 @@ def test_autocast_state_gets_its_own_graph() -> None:
     assert graphs.num_graphs == 1 and len(graphs._seen) == 2
     assert low[2].dtype == expected[2].dtype == torch.bfloat16
     torch.testing.assert_close(low[2], expected[2], rtol=0, atol=0)
+
+
+def test_detector_warmup_traces_its_batch_shape() -> None:
+    from rtdetr import Detector, build_model
+
+    torch.manual_seed(0)
+    det = Detector(build_model("rtdetrv2_hgnetv2_n", num_classes=3, num_queries=20), imgsz=128, precision="fp32")
+    assert det.backend.graphs.num_graphs == 0
+    det.warmup(batch_size=2, runs=1)
+    assert [k[0] for k in det.backend.graphs._graphs] == [(2, 3, 128, 128)]

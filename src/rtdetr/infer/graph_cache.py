@@ -4,9 +4,11 @@ Eager PyTorch pays a Python-to-C++ round trip for each of the ~600 operators of 
 detector's forward; on a 2-core CPU that was ~5 of 26 ms for ``rtdetrv2_hgnetv2_n`` at
 320 px. A traced and frozen graph runs the same operators from C++ (and folds its
 constants): 21.6 vs 26.2 ms fp32 and 19.8 vs 26.0 ms under bf16 autocast, interleaved on
-the same machine (Intel Xeon, AVX512/AMX, 2 threads). Tracing takes ~1 s, so a shape is
-traced only once it has come back (the ``trace_after``-th call): a one-shot
-``rtdetr predict img.png`` never pays for it.
+the same machine (Intel Xeon, AVX512/AMX, 2 threads). Tracing takes ~1 s, about what
+~200 calls save, so a shape is traced only when it is called often (its ``trace_after``-th
+call, 50 by default) or when asked to (:meth:`TracedGraphs.trace_now`, which
+``Detector.warmup`` and ``rtdetr serve`` use): ``rtdetr predict`` on a few images never
+pays for it.
 
 A trace bakes in the control flow it saw, so a graph is used only if its output
 matches the eager module's on the input it was traced with; a trace that fails or
@@ -56,7 +58,7 @@ class TracedGraphs:
         self,
         module: nn.Module,
         *,
-        trace_after: int = 3,
+        trace_after: int = 50,
         max_graphs: int = 4,
         score_tolerance: float = 1e-3,
     ) -> None:
@@ -79,11 +81,23 @@ class TracedGraphs:
             return self.module(images, sizes)
         return graph(images, sizes)
 
-    def _graph_for(self, images: Tensor, sizes: Tensor) -> torch.jit.ScriptModule | None:
+    def trace_now(self, images: Tensor, sizes: Tensor) -> bool:
+        """Trace the shape of ``images`` now (unless it has a graph); True if it has one after."""
+        key = self._key(images)
+        with self._lock:
+            if self.enabled and key not in self._graphs:
+                self._trace(key, images, sizes)
+            return key in self._graphs
+
+    @staticmethod
+    def _key(images: Tensor) -> tuple:
         device = images.device.type
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         # A graph bakes in the casts of the autocast state it was traced under.
-        key = (tuple(images.shape), images.dtype, images.is_contiguous(memory_format=torch.channels_last), autocast)
+        return (tuple(images.shape), images.dtype, images.is_contiguous(memory_format=torch.channels_last), autocast)
+
+    def _graph_for(self, images: Tensor, sizes: Tensor) -> torch.jit.ScriptModule | None:
+        key = self._key(images)
         with self._lock:  # callers in other threads wait while a shape is traced
             graph = self._graphs.get(key)
             if graph is not None:

@@ -75,8 +75,8 @@ class Detector:
         inplace: for a module: fuse and move the given module itself instead of a copy
             (saves memory; the caller's module is then changed: eval mode, RepVGG
             branches fused, BatchNorms folded, moved to ``device``).
-        graph: for a module: ``"auto"`` runs a CPU input shape that comes back as a
-            frozen TorchScript graph (checked against the eager result; ~18% less
+        graph: for a module: ``"auto"`` runs a CPU input shape called often (or set up
+            by :meth:`warmup`) as a frozen TorchScript graph (checked against the eager result; ~18% less
             latency for the small presets), ``"trace"`` does so on any device, ``"eager"``
             never does (see :class:`TorchBackend`).
     """
@@ -159,7 +159,12 @@ class Detector:
     # ------------------------------------------------------------------ running
 
     def warmup(self, batch_size: int = 1, runs: int = 2) -> None:
-        """Run a few dummy batches (first calls allocate and pick kernels)."""
+        """Get ready for fast batches of ``batch_size``: on a CPU, trace their graph now (~1 s;
+        otherwise only a shape called often is traced), then run a few dummy batches (first
+        calls allocate and pick kernels)."""
+        prepare = getattr(self.backend, "prepare", None)
+        if prepare is not None:
+            prepare(batch_size, self.imgsz)
         images = torch.zeros(batch_size, 3, self.imgsz, self.imgsz)
         sizes = torch.full((batch_size, 2), self.imgsz, dtype=torch.int64)
         for _ in range(runs):
