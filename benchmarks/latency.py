@@ -10,7 +10,7 @@ Paths (all end to end inside the model call: network + top-K postprocess):
   ours deploy fp32          RepVGG fused, BatchNorm folded, channels-last, eager
   ours deploy bf16          the same under bf16 autocast (AVX512-BF16 / AMX CPUs)
   ours traced fp32 / bf16   the deploy model as a frozen TorchScript graph (what ``Detector``
-                            runs by default on a CPU once an input size comes back)
+                            runs by default on a CPU after ``warmup()`` or 50 calls of a size)
   onnxruntime fp32          `rtdetr export` graph
   onnxruntime int8          static QDQ quantization calibrated on synthetic images
 
@@ -89,6 +89,8 @@ def time_paths(
 ) -> dict[str, dict[str, list[float]]]:
     """Interleaved timing; returns per path and scope (``model``, ``end_to_end``) the call times in ms."""
     jpeg = synthetic_jpeg()
+    for det in paths.values():  # the traced paths trace now, not after 50 calls of the timed loop
+        det.warmup(batch_size=batch, runs=0)
     calls = {name: detector_calls(det, batch=batch, jpeg=jpeg) for name, det in paths.items()}
     for scopes in calls.values():
         for fn in scopes.values():  # warm-up: kernel selection, allocator, oneDNN primitive caches
