@@ -304,7 +304,8 @@ def latency_child(args: argparse.Namespace) -> None:
 
 
 def run_latency(ours: str, yolo: str | None, data: Path, out: Path, args: argparse.Namespace) -> list[dict]:
-    """Latency of our checkpoint (fp32 and precision "auto") and, given one, a YOLO checkpoint, interleaved."""
+    """Latency of our checkpoint (fp32 and "auto" as Detector runs them, fp32 eager) and, given one, a
+    YOLO checkpoint, all interleaved in one child process (:func:`latency_child`)."""
     result = out / "latency.json"
     cmd = [sys.executable, __file__, "--latency-child", "--checkpoint", ours, "--data", str(data)]
     cmd += ["--imgsz", str(args.imgsz), "--threads", str(args.threads), "--result", str(result)]

@@ -22,8 +22,8 @@ TRUSTED_HELP = (
 )
 
 EAGER_HELP = (
-    "run the model eagerly; by default a CPU input size called often (or warmed up, as serve does) runs as a frozen "
-    "TorchScript graph (less latency; checked against the eager output)"
+    "run the model eagerly; by default a CPU input size called often (or warmed up, as serve "
+    "does) runs as a frozen TorchScript graph (less latency; checked against the eager output)"
 )
 
 

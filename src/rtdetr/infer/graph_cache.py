@@ -134,7 +134,7 @@ class TracedGraphs:
 def _mismatch(expected: Outputs, got: Outputs, score_tolerance: float) -> str | None:
     """None when ``got`` is ``expected`` up to reordered near-ties; else what differs."""
     if len(expected) != len(got):
-        return f"returns {len(got)} outputs, not {len(expected)}"
+        return f"gave {len(got)} outputs, not {len(expected)}"
     for e, g in zip(expected, got):
         if e.shape != g.shape or e.dtype != g.dtype:
             return f"gave {tuple(g.shape)} {g.dtype} where the model gives {tuple(e.shape)} {e.dtype}"

@@ -58,10 +58,10 @@ class TorchBackend:
         inplace: work on ``model`` itself (no copy: saves its memory once; the caller's
             module is then changed as described above).
         graph: ``"auto"`` (default): on a CPU, an input shape called often (or prepared
-            with :meth:`prepare`, as ``Detector.warmup`` does) runs as a frozen TorchScript graph (:class:`~rtdetr.infer.graph_cache.TracedGraphs`:
-            ~18% less latency for a small model, checked against the eager output, eager
-            again if tracing fails); on a GPU, eagerly. ``"trace"`` on any device;
-            ``"eager"`` never traces.
+            with :meth:`prepare`, as ``Detector.warmup`` does) runs as a frozen TorchScript
+            graph (:class:`~rtdetr.infer.graph_cache.TracedGraphs`: ~18% less latency for a
+            small model, checked against the eager output, eager again if tracing fails);
+            on a GPU, eagerly. ``"trace"`` on any device; ``"eager"`` never traces.
     """
 
     def __init__(
