@@ -31,7 +31,7 @@ def run_demo(
     *,
     out: str | Path = "runs/demo",
     minutes: float = 4.0,
-    model_name: str = "rtdetrv2_hgnetv2_n",
+    model_name: str | None = None,
     imgsz: int = 320,
     device: str = "auto",
     num_train: int = 400,
@@ -51,6 +51,7 @@ def run_demo(
     if not (data / "annotations" / "instances_val.json").exists():
         generate_synthetic_dataset(data, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
     recipe = get_recipe("scratch")
+    model_name = model_name or recipe.default_model
     overrides = {**recipe.model_overrides_for(model_name), **(model_overrides or {})}
     cfg = TrainConfig(
         epochs=1, imgsz=imgsz, device=device, out_dir=str(out / "train"), max_time_s=minutes * 60, **recipe.train
