@@ -7,6 +7,8 @@ import re
 from PIL import Image
 
 from rtdetr.demo import run_demo
+from rtdetr.train.checkpoint import load_checkpoint
+from rtdetr.train.recipes import get_recipe
 
 
 def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
@@ -25,6 +27,10 @@ def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
     table = (out / "metrics.md").read_text()
     assert "AP50" in table and "circle" in table  # summary and per-class rows
     assert (out / "train" / "last.pt").exists() and (out / "train" / "metrics.jsonl").exists()
+    # the demo trains the scratch recipe's preset (the CLI's help text names it too)
+    config = load_checkpoint(out / "train" / "last.pt")["config"]
+    assert config["name"] == get_recipe("scratch").default_model == "dfine_hgnetv2_n"
+    assert config["decoder"]["box_refine"] == "fdr"
     pictures = sorted((out / "predictions").glob("*.png"))
     assert len(pictures) == 2
     with Image.open(pictures[0]) as im:
