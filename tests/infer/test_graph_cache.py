@@ -93,7 +93,7 @@ def test_backend_traces_on_cpu_by_default_and_not_when_eager() -> None:
     for _ in range(3):  # a few calls do not pay for a trace (~1 s) ...
         out = auto(images, sizes)
     assert auto.graphs.num_graphs == 0 and auto.graphs.trace_after == 50
-    assert auto.prepare(1, 128) and not eager.prepare(1, 128)  # ... asking for one does
+    assert auto.prepare(images, sizes) and not eager.prepare(images, sizes)  # ... asking for one does
     out = auto(images, sizes)
     assert auto.graphs.num_graphs == 1
     torch.testing.assert_close(out[2], expected[2], atol=1e-4, rtol=0)  # scores, sorted by both
@@ -122,7 +122,7 @@ def test_other_families_trace_to_the_eager_result(preset: str) -> None:
     traced, eager = TorchBackend(model, precision="fp32"), TorchBackend(model, precision="fp32", graph="eager")
     images, sizes = torch.rand(1, 3, 160, 160), torch.tensor([[320, 240]])
     expected = eager(images, sizes)
-    assert traced.prepare(1, 160)
+    assert traced.prepare(images, sizes)
     out = traced(images, sizes)
     assert traced.graphs.num_graphs == 1 and traced.graphs.enabled
     for e, g in zip(expected, out):

@@ -162,11 +162,11 @@ class Detector:
         """Get ready for fast batches of ``batch_size``: on a CPU, trace their graph now (~1 s;
         otherwise only a shape called often is traced), then run a few dummy batches (first
         calls allocate and pick kernels)."""
-        prepare = getattr(self.backend, "prepare", None)
-        if prepare is not None:
-            prepare(batch_size, self.imgsz)
         images = torch.zeros(batch_size, 3, self.imgsz, self.imgsz)
         sizes = torch.full((batch_size, 2), self.imgsz, dtype=torch.int64)
+        prepare = getattr(self.backend, "prepare", None)  # the ONNX backend has no graphs to trace
+        if prepare is not None:
+            prepare(images, sizes)
         for _ in range(runs):
             self.backend(images, sizes)
 

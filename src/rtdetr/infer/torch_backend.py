@@ -125,15 +125,13 @@ class TorchBackend:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     @torch.inference_mode()
-    def prepare(self, batch_size: int, imgsz: int) -> bool:
-        """Trace the graph for ``[batch_size, 3, imgsz, imgsz]`` inputs now, if this backend
-        traces (``graph``); True when calls of that shape will run one."""
+    def prepare(self, images: Tensor, orig_sizes: Tensor) -> bool:
+        """Trace the graph for inputs shaped like ``images`` (what ``__call__`` takes) now, if
+        this backend traces (``graph``); True when calls of that shape will run one."""
         if self.graphs is None:
             return False
-        images = self._inputs(torch.zeros(batch_size, 3, imgsz, imgsz))
-        sizes = torch.full((batch_size, 2), imgsz, dtype=torch.int64, device=self.device)
         with self._autocast():
-            return self.graphs.trace_now(images, sizes)
+            return self.graphs.trace_now(self._inputs(images), orig_sizes.to(self.device))
 
     @torch.inference_mode()
     def __call__(self, images: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
