@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import HGNetv2Config, PResNetConfig, RTDETRConfig
+from .config import BackboneConfig, CSPDarknetConfig, HGNetv2Config, PResNetConfig, RTDETRConfig
+from .nn.cspdarknet import CSPDarknet
 from .nn.decoder import RTDETRDecoder
 from .nn.detector import RTDETR
 from .nn.encoder import HybridEncoder
@@ -15,7 +16,7 @@ from .nn.presnet import PResNet
 __all__ = ["build_detector", "build_backbone", "build_postprocessor"]
 
 
-def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
+def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Backbone exposing ``out_channels`` and ``strides`` of its returned maps."""
     if isinstance(cfg, PResNetConfig):
         return PResNet(
@@ -33,6 +34,8 @@ def build_backbone(cfg: PResNetConfig | HGNetv2Config) -> nn.Module:
             freeze_norm=cfg.freeze_norm,
             use_lab=cfg.use_lab,
         )
+    if isinstance(cfg, CSPDarknetConfig):
+        return CSPDarknet(widths=cfg.widths, depths=cfg.depths, return_idx=cfg.return_idx, act=cfg.act)
     raise TypeError(f"unsupported backbone config {type(cfg).__name__}")
 
 

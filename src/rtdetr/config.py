@@ -18,6 +18,7 @@ __all__ = [
     "parse_overrides",
     "PResNetConfig",
     "HGNetv2Config",
+    "CSPDarknetConfig",
     "EncoderConfig",
     "DecoderConfig",
     "TrainRecipe",
@@ -55,7 +56,21 @@ class HGNetv2Config:
     return_idx: tuple[int, ...] = (1, 2, 3)
 
 
-BackboneConfig = PResNetConfig | HGNetv2Config
+@dataclass(frozen=True)
+class CSPDarknetConfig:
+    """CSPDarknet with C2f stages (YOLOv8's backbone layout), for training from scratch.
+
+    ``widths``: channels of the stem and of stages 0..3; ``depths``: bottlenecks per
+    stage's C2f block. See :mod:`rtdetr.nn.cspdarknet`.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    depths: tuple[int, ...] = (1, 2, 2, 1)
+    return_idx: tuple[int, ...] = (2, 3)
+    act: str = "silu"
+
+
+BackboneConfig = PResNetConfig | HGNetv2Config | CSPDarknetConfig
 
 
 @dataclass(frozen=True)
@@ -278,6 +293,13 @@ _DFINE_SRC = (
     "not a reference recipe: rtdetrv2_hgnetv2_n's recipe with the D-FINE FDR decoder option "
     "(D-FINE's FDR hyper-parameters and loss weights); unverified"
 )
+# The same detector on a CSPDarknet backbone at YOLOv8n's widths and depths (stride-16/32
+# maps of 128 and 256 channels): about half HGNetv2-B0's training cost per image on a CPU,
+# for training from scratch (docs/convergence.md, eighth round).
+_CSP_N_S16 = CSPDarknetConfig(widths=(16, 32, 64, 128, 256), depths=(1, 2, 2, 1), return_idx=(2, 3))
+_CSP_SRC = (
+    "not a reference recipe: dfine_hgnetv2_n with a CSPDarknet (C2f) backbone for training from scratch; unverified"
+)
 
 PRESETS: dict[str, RTDETRConfig] = {
     cfg.name: cfg
@@ -330,6 +352,16 @@ PRESETS: dict[str, RTDETRConfig] = {
             stop_epoch=117,
             backbone_lr=1e-4,
             source=_DFINE_SRC,
+        ),
+        _v2(
+            "dfine_cspdarknet_n",
+            _CSP_N_S16,
+            _ENC_N,
+            _DEC_N_FDR,
+            epochs=120,
+            stop_epoch=117,
+            backbone_lr=1e-4,
+            source=_CSP_SRC,
         ),
     ]
 }

@@ -10,7 +10,7 @@ import rtdetr
 from rtdetr.nn.hgnetv2 import LearnableAffineBlock
 
 
-@pytest.mark.parametrize("preset", ["rtdetr_r18vd", "rtdetrv2_hgnetv2_n"])
+@pytest.mark.parametrize("preset", ["rtdetr_r18vd", "rtdetrv2_hgnetv2_n", "dfine_cspdarknet_n"])
 def test_deploy_folds_every_norm_and_keeps_outputs(preset):
     torch.manual_seed(0)
     model = rtdetr.build_model(preset, num_classes=4, num_queries=30, num_top_queries=30).double().eval()
