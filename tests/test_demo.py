@@ -29,7 +29,7 @@ def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
     assert (out / "train" / "last.pt").exists() and (out / "train" / "metrics.jsonl").exists()
     # the demo trains the scratch recipe's preset (the CLI's help text names it too)
     config = load_checkpoint(out / "train" / "last.pt")["config"]
-    assert config["name"] == get_recipe("scratch").default_model == "dfine_hgnetv2_n"
+    assert config["name"] == get_recipe("scratch").default_model == "dfine_cspdarknet_n"
     assert config["decoder"]["box_refine"] == "fdr"
     pictures = sorted((out / "predictions").glob("*.png"))
     assert len(pictures) == 2

@@ -282,7 +282,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="preset name (see `rtdetr info`); default: the recipe's (scratch: dfine_hgnetv2_n), else rtdetr_r18vd",
+        help="preset name (see `rtdetr info`); default: the recipe's (scratch: dfine_cspdarknet_n), else rtdetr_r18vd",
     )
     p.add_argument("--data", required=True, help="COCO folder, COCO yaml or YOLO data.yaml")
     p.add_argument(
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> short CPU training -> evaluation -> annotated images")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=4.0, help="training budget")
-    p.add_argument("--model", default=None, help="preset; default: the scratch recipe's (dfine_hgnetv2_n)")
+    p.add_argument("--model", default=None, help="preset; default: the scratch recipe's (dfine_cspdarknet_n)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_demo)

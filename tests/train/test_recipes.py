@@ -18,7 +18,7 @@ def _setup(*argv):
 
 def test_scratch_recipe_sets_its_preset_settings_and_queries():
     model, cfg, overrides = _setup("--recipe", "scratch", "--imgsz", "320")
-    assert model == "dfine_hgnetv2_n"
+    assert model == "dfine_cspdarknet_n"
     assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (1e-3, 1e-3, "cosine", 4)
     assert (cfg.ema_decay, cfg.multi_scale, cfg.stop_epoch, cfg.imgsz) == (0.99, False, 0, 320)
     assert overrides == {"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True}

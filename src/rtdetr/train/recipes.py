@@ -61,9 +61,11 @@ class Recipe:
 # (dense_enc_outputs, training only): after 650 steps AP 0.183 / 0.205 vs 0.111 / 0.108
 # (seeds 0 / 1), after 1300 steps 0.443 vs 0.415, for ~2% of a step. With it the higher lr
 # no longer collapses: after 1300 steps lr 6e-4 / 8e-4 / 1e-3 gave AP 0.443 / 0.492 / 0.553,
-# so the recipe uses 1e-3 (docs/convergence.md). The preset: dfine_hgnetv2_n (rtdetrv2_hgnetv2_n
-# with D-FINE's distribution refinement of the box edges), after 1300 steps AP 0.558 / 0.617 vs
-# 0.479 / 0.541 (seeds 0 / 1) for the same CPU per step (docs/convergence.md, seventh round).
+# so the recipe uses 1e-3 (docs/convergence.md). D-FINE's distribution refinement of the box
+# edges (dfine_hgnetv2_n) gave AP 0.558 / 0.617 vs 0.479 / 0.541 (seeds 0 / 1) after 1300 steps
+# for the same CPU per step (seventh round). The preset: dfine_cspdarknet_n, the same detector
+# on a CSPDarknet (C2f) backbone, which trains 1.36x the images per second of HGNetv2-B0's and
+# after 13 minutes on one thread gave AP 0.670 vs 0.499 (docs/convergence.md, eighth round).
 _SCRATCH_TRAIN: dict[str, Any] = dict(
     batch_size=4,
     lr=1e-3,
@@ -86,10 +88,10 @@ RECIPES: dict[str, Recipe] = {
             "scratch",
             "from random weights in minutes: full lr everywhere, cosine, short warm-up and EMA, no strong aug, "
             "100 queries, 2 decoder layers, dense supervision of the encoder tokens; "
-            "preset dfine_hgnetv2_n unless --model names another",
+            "preset dfine_cspdarknet_n unless --model names another",
             train=_SCRATCH_TRAIN,
             model={"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True},
-            default_model="dfine_hgnetv2_n",
+            default_model="dfine_cspdarknet_n",
         ),
     )
 }
