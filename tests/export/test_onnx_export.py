@@ -93,6 +93,15 @@ def test_rtdetr_r18vd_320_matches_eager(tmp_path):
     assert report.passed, report.summary()
 
 
+def test_dfine_cspdarknet_n_matches_eager(tmp_path):
+    """The scratch recipe's preset: C2f's channel split, SPPF's max pools and D-FINE's head in ONNX."""
+    model = jittered_model("dfine_cspdarknet_n", num_queries=30, num_top_queries=30)
+    path = export_onnx(model, tmp_path / "csp.onnx", imgsz=320)
+    assert {"MaxPool", "Split"} <= onnx_op_types(path)
+    report = check_export(path, model, imgsz=320, threads=1)
+    assert report.passed, report.summary()
+
+
 def test_export_argument_errors(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="multiple of 32"):
         export_onnx(tiny_model, tmp_path / "x.onnx", imgsz=250)

@@ -112,9 +112,9 @@ def test_cli_eager_flag_reaches_the_backend() -> None:
     assert eager.backend.graphs is None and default.backend.graphs is not None
 
 
-@pytest.mark.parametrize("preset", ["rtdetr_r18vd", "dfine_hgnetv2_n"])
+@pytest.mark.parametrize("preset", ["rtdetr_r18vd", "dfine_hgnetv2_n", "dfine_cspdarknet_n"])
 def test_other_families_trace_to_the_eager_result(preset: str) -> None:
-    """A ResNet backbone and the D-FINE decoder: traced fp32 outputs equal eager ones exactly."""
+    """ResNet and CSPDarknet backbones, the D-FINE decoder: traced fp32 outputs equal eager ones exactly."""
     from rtdetr import build_model
 
     torch.manual_seed(0)

@@ -1,11 +1,10 @@
 """CSPDarknet with C2f stages (the YOLOv8 backbone layout): a backbone built to train from scratch.
 
 HGNetv2's small sizes were designed to be fine-tuned from ImageNet weights; trained from
-random weights on a CPU their narrow, high-resolution stages (each convolution followed by
-batch norm, ReLU and a learnable affine) are memory-bound: at 320 px, batch 4, one thread,
-HGNetv2-B0 (stride-16/32 outputs) costs ~100 ms per image forward + backward, this
-backbone at YOLOv8n's widths ~46 ms, for as many parameters to within a third
-(docs/convergence.md, eighth round). No published RT-DETR weights use it.
+random weights on a CPU, their narrow, high-resolution stages (each convolution followed by
+batch norm, ReLU and a learnable affine) are memory-bound. At YOLOv8n's widths and depths
+this backbone costs about half of HGNetv2-B0's forward + backward per training image on a
+CPU (docs/convergence.md, eighth round). No published RT-DETR weights use it.
 
 Layout, for ``widths = (w0, w1, w2, w3, w4)`` and ``depths = (n1, n2, n3, n4)``::
 
