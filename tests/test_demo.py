@@ -6,7 +6,10 @@ import re
 
 from PIL import Image
 
+from rtdetr import load_model
+from rtdetr.config import get_config
 from rtdetr.demo import run_demo
+from rtdetr.nn import CSPDarknet
 from rtdetr.train.checkpoint import load_checkpoint
 from rtdetr.train.recipes import get_recipe
 
@@ -31,6 +34,10 @@ def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
     config = load_checkpoint(out / "train" / "last.pt")["config"]
     assert config["name"] == get_recipe("scratch").default_model == "dfine_cspdarknet_n"
     assert config["decoder"]["box_refine"] == "fdr"
+    # and the checkpoint loads back into that architecture (backbone fields travel as lists in the file)
+    model = load_model(out / "train" / "last.pt")
+    assert isinstance(model.backbone, CSPDarknet)
+    assert model.config.backbone == get_config("dfine_cspdarknet_n").backbone
     pictures = sorted((out / "predictions").glob("*.png"))
     assert len(pictures) == 2
     with Image.open(pictures[0]) as im:
