@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -89,6 +90,8 @@ def build_trainer(
     val_tf = build_transforms(False, config.imgsz)
     train_ds = build_dataset(spec, "train", transforms=train_tf)
     val_ds = build_dataset(spec, "val", transforms=val_tf) if "val" in spec.splits else None
+    # The seed fixes the initial weights too: the same command and seed start from the same model.
+    torch.manual_seed(config.seed)
     model = build_model(model_name, num_classes=train_ds.num_classes, **(model_overrides or {}))
     if weights is not None:
         from ..weights import load_weights
