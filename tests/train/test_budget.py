@@ -63,6 +63,8 @@ def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
         eval_every=10**6,
         lr_schedule="cosine",
         warmup_iters=1,
+        ema_decay=0.999,
+        ema_max_share=0.1,
     )
     trainer = train_for_budget(
         "rtdetrv2_hgnetv2_n", data, cfg, fit_epochs=True, model_overrides={"num_queries": 10, "num_denoising": 10}
@@ -71,3 +73,19 @@ def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
     # The run planned (about) the steps it got: far from the 10000 epochs it started with.
     assert trainer.cfg.epochs < 10_000
     assert abs(trainer.scheduler.total_iters - trainer.step) <= max(8, 0.35 * trainer.step)
+    # The EMA averages over at most a tenth of the planned steps (1000 at decay 0.999 is far more).
+    horizon = max(1.0, 0.1 * trainer.scheduler.total_iters)
+    assert trainer.ema.decay == min(0.999, 1 - 1 / horizon) < 0.999
+
+
+def test_ema_keeps_its_decay_without_a_share_cap():
+    from types import SimpleNamespace
+
+    from rtdetr.train.engine import Trainer
+
+    ema = SimpleNamespace(decay=0.99)
+    for share, total, expected in ((0.0, 50, 0.99), (0.05, 400, 0.95), (0.05, 10**6, 0.99), (0.5, 1, 0.0)):
+        trainer = SimpleNamespace(ema=ema, cfg=TrainConfig(ema_decay=0.99, ema_max_share=share))
+        ema.decay = 0.99
+        Trainer._fit_ema_to(trainer, total)
+        assert abs(ema.decay - expected) < 1e-12, (share, total)

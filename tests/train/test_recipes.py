@@ -21,6 +21,7 @@ def test_scratch_recipe_sets_its_preset_settings_and_queries():
     assert model == "dfine_cspdarknet_n"
     assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (1e-3, 1e-3, "cosine", 4)
     assert (cfg.ema_decay, cfg.multi_scale, cfg.stop_epoch, cfg.imgsz) == (0.99, False, 0, 320)
+    assert cfg.ema_max_share == 0.05  # a short budgeted run averages over at most 5% of its steps
     assert overrides == {"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True}
 
 
@@ -28,7 +29,7 @@ def test_reference_recipe_is_the_presets_paper_recipe():
     model, cfg, overrides = _setup()
     assert model == "rtdetr_r18vd" and overrides == {}
     assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size, cfg.ema_decay) == (1e-4, 1e-5, "flat", 4, 0.9999)
-    assert cfg.multi_scale and cfg.epochs == 72
+    assert cfg.multi_scale and cfg.epochs == 72 and cfg.ema_max_share == 0.0
 
 
 def test_flags_win_over_the_recipe_and_set_routes_train_fields_and_model_fields():

@@ -249,6 +249,7 @@ class Trainer:
                     fitted = self.time_budget.after_step(self.step)
                     if fitted is not None:  # the epochs the rest of the budget allows
                         self.cfg = dataclasses.replace(self.cfg, epochs=max(fitted, epoch + 1))
+                        self._fit_ema_to(self.scheduler.total_iters)
                 if self.ema is not None:
                     self.ema.update(self.model)
             seen += images.shape[0]
@@ -274,6 +275,14 @@ class Trainer:
         stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, elapsed)
         stats["lr"] = self.optimizer.param_groups[-1]["lr"]
         return stats
+
+    def _fit_ema_to(self, total_steps: int) -> None:
+        """Cap the EMA's horizon at ``ema_max_share`` of the run's expected optimizer steps."""
+        share = self.cfg.ema_max_share
+        if self.ema is None or share <= 0:
+            return
+        horizon = max(1.0, share * total_steps)  # steps: an EMA of decay d averages ~1 / (1 - d)
+        self.ema.decay = min(self.cfg.ema_decay, 1.0 - 1.0 / horizon)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model

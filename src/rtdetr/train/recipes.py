@@ -66,6 +66,9 @@ class Recipe:
 # for the same CPU per step (seventh round). The preset: dfine_cspdarknet_n, the same detector
 # on a CSPDarknet (C2f) backbone, which trains 1.36x the images per second of HGNetv2-B0's and
 # after 13 minutes on one thread gave AP 0.670 vs 0.499 (docs/convergence.md, eighth round).
+# The EMA's horizon is capped at 5% of a budgeted run's steps: after 500 steps the raw weights
+# scored AP50 0.026-0.045 above an EMA over ~100 steps and 0.007-0.011 above one over ~33
+# (same checkpoints); after 10 and 20 minutes the two were level (ninth round).
 _SCRATCH_TRAIN: dict[str, Any] = dict(
     batch_size=4,
     lr=1e-3,
@@ -73,6 +76,7 @@ _SCRATCH_TRAIN: dict[str, Any] = dict(
     warmup_iters=30,
     ema_warmup=30,
     ema_decay=0.99,
+    ema_max_share=0.05,
     lr_schedule="cosine",
     multi_scale=False,
     stop_epoch=0,

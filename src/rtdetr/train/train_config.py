@@ -53,6 +53,10 @@ class TrainConfig:
         warmup_iters / lr_schedule: linear warmup over optimizer steps, then "flat"
             (reference) or "cosine" (better for short runs).
         ema_decay / ema_warmup: weight EMA; evaluation and ``best.pt`` use the EMA.
+        ema_max_share: with a time budget (``max_time_s``, schedule fitted to it), cap the
+            EMA's horizon, 1 / (1 - decay) steps, at this share of the run's expected steps
+            (0: no cap). A short run is still steep at its end, and an EMA over its last
+            ~100 of ~500 steps lags the weights it averages.
         freeze_backbone: train encoder and decoder only (backbone weights and BN fixed).
         max_time_s: stop (and evaluate) once this wall-clock budget is spent.
         max_steps_per_epoch: cap iterations per epoch (quick tests and demos).
@@ -96,6 +100,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.9999
     ema_warmup: int = 2000
+    ema_max_share: float = 0.0
     clip_max_norm: float = 0.1
     amp: bool = False
     amp_dtype: str = "auto"
@@ -163,6 +168,8 @@ class TrainConfig:
                 _bad("max_time_s", self.max_time_s, "a positive number of seconds")
         if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
             _bad("ema_decay", self.ema_decay, "a number in [0, 1)")
+        if not (isinstance(self.ema_max_share, (int, float)) and 0.0 <= self.ema_max_share <= 1.0):
+            _bad("ema_max_share", self.ema_max_share, "a number in [0, 1]")
         if self.lr_schedule not in LR_SCHEDULES:
             _bad("lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}")
         if self.amp_dtype not in AMP_DTYPES:
