@@ -8,7 +8,7 @@ from PIL import Image
 
 from rtdetr import load_model
 from rtdetr.config import get_config
-from rtdetr.demo import run_demo
+from rtdetr.demo import DemoData, run_demo
 from rtdetr.nn import CSPDarknet
 from rtdetr.train.checkpoint import load_checkpoint
 from rtdetr.train.recipes import get_recipe
@@ -20,8 +20,7 @@ def test_demo_writes_metrics_checkpoints_and_annotated_images(tmp_path, capsys):
         out=out,
         minutes=0.05,
         imgsz=96,
-        num_train=8,
-        num_val=4,
+        data_spec=DemoData(num_train=8, num_val=4),
         num_shown=2,
         device="cpu",
         model_overrides={"num_queries": 30},
@@ -75,3 +74,33 @@ def test_demo_pictures_count_those_with_detections(tmp_path):
     written, with_boxes = _write_predictions(trainer, data, tmp_path / "pred", 3, 64, DEMO_CONF)
     assert (written, with_boxes) == (3, 1)
     assert len(list((tmp_path / "pred").glob("*.png"))) == 3
+
+
+def test_demo_data_is_reused_only_when_generated_with_the_same_settings(tmp_path, monkeypatch):
+    """A second demo reuses its dataset; one with other settings (or an older folder without
+    the record) regenerates it instead of silently training on other data."""
+    import json
+
+    import rtdetr.demo as demo
+
+    calls = []
+    real = demo.generate_synthetic_dataset
+    monkeypatch.setattr(demo, "generate_synthetic_dataset", lambda *a, **k: calls.append(k) or real(*a, **k))
+    folder = tmp_path / "data"
+    small = DemoData(imgsz=64, num_train=2, num_val=1)
+    assert demo._ensure_data(folder, small) == folder
+    assert len(calls) == 1 and calls[0]["num_train"] == 2 and calls[0]["imgsz"] == 64
+    demo._ensure_data(folder, small)
+    assert len(calls) == 1  # same settings: reused
+    demo._ensure_data(folder, DemoData(imgsz=96, num_train=2, num_val=1))
+    assert len(calls) == 2  # other image size
+    images = json.loads((folder / "annotations" / "instances_train.json").read_text())["images"]
+    assert {(im["width"], im["height"]) for im in images} == {(96, 96)}
+    demo._ensure_data(folder, DemoData(imgsz=96, num_train=3, num_val=1))
+    assert (
+        len(calls) == 3
+        and len(json.loads((folder / "annotations" / "instances_train.json").read_text())["images"]) == 3
+    )
+    (folder / "demo_data.json").unlink()  # a folder from before the record existed
+    demo._ensure_data(folder, DemoData(imgsz=96, num_train=3, num_val=1))
+    assert len(calls) == 4

@@ -5,7 +5,9 @@ Everything is generated locally; nothing is downloaded. ``rtdetr demo`` runs it.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from .infer.draw import draw_detections
 from .nn.postprocess import PostProcessor
 from .train.recipes import get_recipe
 
-__all__ = ["run_demo", "DEMO_SETTINGS", "DEMO_CONF"]
+__all__ = ["run_demo", "DemoData", "DEMO_SETTINGS", "DEMO_CONF"]
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +29,61 @@ DEMO_CONF = 0.3
 DEMO_SETTINGS = dict(get_recipe("scratch").train)
 
 
+@dataclass(frozen=True)
+class DemoData:
+    """The dataset the demo generates and trains on (:func:`rtdetr.data.generate_synthetic_dataset`
+    keywords; the model trains at the images' side, ``imgsz``)."""
+
+    imgsz: int = 320
+    num_train: int = 400
+    num_val: int = 50
+    num_classes: int = 6
+    max_objects: int = 8
+    object_size: tuple[float, float] = (12.0, 0.5)
+    seed: int = 0
+
+
+_DATA_RECORD = "demo_data.json"  # what the folder's dataset was generated with
+
+
+def _ensure_data(folder: Path, spec: DemoData) -> Path:
+    """Generate the demo's dataset into ``folder`` unless it already holds this one.
+
+    A folder written by an earlier version or with other settings is regenerated: reusing
+    it would train and score on other data than the run says.
+    """
+    wanted = {**asdict(spec), "object_size": list(spec.object_size)}
+    record = folder / _DATA_RECORD
+    try:
+        if json.loads(record.read_text()) == wanted and (folder / "annotations" / "instances_val.json").exists():
+            return folder
+    except (OSError, ValueError):
+        pass
+    if folder.exists():
+        log.info("regenerating the demo's dataset in %s (it was made with other settings)", folder)
+    record.unlink(missing_ok=True)  # absent while the folder is being written: a crash leaves no false record
+    generate_synthetic_dataset(folder, **asdict(spec))
+    record.write_text(json.dumps(wanted))
+    return folder
+
+
 def run_demo(
     *,
     out: str | Path = "runs/demo",
     minutes: float = 4.0,
     model_name: str | None = None,
-    imgsz: int = 320,
+    imgsz: int | None = None,
     device: str = "auto",
-    num_train: int = 400,
-    num_val: int = 50,
+    data_spec: DemoData = DemoData(),
     num_shown: int = 8,
     model_overrides: dict | None = None,
 ) -> int:
+    """Generate ``data_spec`` under ``out/data`` (kept for the next run), train the scratch
+    recipe on it for ``minutes`` of wall time (generation and set-up included), evaluate,
+    and draw ``num_shown`` validation images; prints the results, returns the exit code.
+
+    ``imgsz`` replaces ``data_spec.imgsz``: the images are generated at that side and the
+    model trains at it."""
     import time
 
     from .eval import format_metrics_table
@@ -47,9 +92,10 @@ def run_demo(
 
     start = time.perf_counter()  # the budget includes generating the data and building the model
     out = Path(out)
-    data = out / "data"
-    if not (data / "annotations" / "instances_val.json").exists():
-        generate_synthetic_dataset(data, num_train=num_train, num_val=num_val, imgsz=imgsz, seed=0)
+    if imgsz is not None:
+        data_spec = replace(data_spec, imgsz=imgsz)
+    imgsz = data_spec.imgsz
+    data = _ensure_data(out / "data", data_spec)
     recipe = get_recipe("scratch")
     model_name = model_name or recipe.default_model
     overrides = {**recipe.model_overrides_for(model_name), **(model_overrides or {})}
