@@ -1,6 +1,6 @@
 """Where a from-scratch training step spends its time, stage by stage, on this CPU.
 
-    python benchmarks/profile_train_step.py                                  # rtdetrv2_hgnetv2_n @320, batch 4
+    python benchmarks/profile_train_step.py                                  # the recipe's preset @320, batch 4
     python benchmarks/profile_train_step.py --set num_denoising=0 --set num_layers=2
     python benchmarks/profile_train_step.py --ops 25                         # also the top ops (torch.profiler)
 
@@ -122,7 +122,7 @@ def profile(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="rtdetrv2_hgnetv2_n")
+    p.add_argument("--model", default=None, help="preset (default: the recipe's)")
     p.add_argument("--recipe", default="scratch")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--steps", type=int, default=10)
@@ -141,6 +141,7 @@ def main() -> None:
     data = Path(args.data)
     if not (data / "annotations" / "instances_val.json").exists():
         generate_synthetic_dataset(data, num_train=64, num_val=8, imgsz=args.imgsz, seed=0)
+    args.model = args.model or get_recipe(args.recipe).default_model or "rtdetrv2_hgnetv2_n"
     rows, img_s = profile(args.model, data, args.imgsz, args.steps, parse_overrides(args.set), args.recipe, args.ops)
     head = (
         f"{args.model} @{args.imgsz}, recipe {args.recipe}, overrides {args.set or 'none'}, "

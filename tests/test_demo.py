@@ -104,3 +104,13 @@ def test_demo_data_is_reused_only_when_generated_with_the_same_settings(tmp_path
     (folder / "demo_data.json").unlink()  # a folder from before the record existed
     demo._ensure_data(folder, DemoData(imgsz=96, num_train=3, num_val=1))
     assert len(calls) == 4
+
+
+def test_demo_help_names_the_default_image_side(capsys):
+    import pytest
+
+    from rtdetr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert f"default {DemoData().imgsz}: DemoData.imgsz" in " ".join(capsys.readouterr().out.split())
