@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=float, default=4.0, help="training budget")
     p.add_argument("--model", default=None, help="preset; default: the scratch recipe's (dfine_cspdarknet_n)")
-    p.add_argument("--imgsz", type=int, default=None, help="image side, generated and trained (default 320: DemoData.imgsz)")
+    p.add_argument(
+        "--imgsz", type=int, default=None, help="image side, generated and trained (default 320: DemoData.imgsz)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_demo)
     return parser
