@@ -78,7 +78,7 @@ def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
     assert trainer.ema.decay == min(0.999, 1 - 1 / horizon) < 0.999
 
 
-def test_ema_keeps_its_decay_without_a_share_cap():
+def test_the_ema_cap_is_a_share_of_the_planned_steps_and_off_at_zero():
     from types import SimpleNamespace
 
     from rtdetr.train.engine import Trainer
