@@ -48,8 +48,10 @@ def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
 
     import rtdetr.train.engine as engine
 
-    # Re-estimate every 2 steps: a loaded test machine may run only a dozen steps in the budget.
-    monkeypatch.setattr(engine, "TimeBudget", functools.partial(TimeBudget, every=2, skip=1))
+    # Re-estimate after every step from the second on: a loaded test machine may run only a few
+    # steps in the budget (with every=2 one ran none it could measure), and the last estimate is
+    # then the one made nearest the deadline.
+    monkeypatch.setattr(engine, "TimeBudget", functools.partial(TimeBudget, every=1, skip=1))
     data = generate_synthetic_dataset(tmp_path / "data", num_train=8, num_val=2, imgsz=64)
     cfg = TrainConfig(
         epochs=1,
@@ -89,3 +91,17 @@ def test_the_ema_cap_is_a_share_of_the_planned_steps_and_off_at_zero():
         ema.decay = 0.99
         Trainer._fit_ema_to(trainer, total)
         assert abs(ema.decay - expected) < 1e-12, (share, total)
+
+
+def test_the_progress_bar_says_epoch_count_unknown_until_the_budget_sized_the_run():
+    from types import SimpleNamespace
+
+    from rtdetr.train.engine import Trainer
+
+    budget = SimpleNamespace(estimates=0)
+    trainer = SimpleNamespace(time_budget=budget, cfg=TrainConfig(epochs=10_000))
+    assert Trainer._epoch_label(trainer, 0) == "epoch 1/?"  # not the placeholder 10000
+    budget.estimates, trainer.cfg = 1, TrainConfig(epochs=7)
+    assert Trainer._epoch_label(trainer, 2) == "epoch 3/7"
+    trainer.time_budget = None  # no budget: the configured epochs
+    assert Trainer._epoch_label(trainer, 0) == "epoch 1/7"

@@ -216,9 +216,7 @@ class Trainer:
         total_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen, batches, t0 = 0, 0, time.perf_counter()
-        bar = progress_bar(
-            loader, cfg.progress and self.dist.is_main, total=total_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}"
-        )
+        bar = progress_bar(loader, cfg.progress and self.dist.is_main, total=total_batches, desc=self._epoch_label(epoch))
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, targets) in enumerate(bar):
             if i >= total_batches:
@@ -250,6 +248,8 @@ class Trainer:
                     if fitted is not None:  # the epochs the rest of the budget allows
                         self.cfg = dataclasses.replace(self.cfg, epochs=max(fitted, epoch + 1))
                         self._fit_ema_to(self.scheduler.total_iters)
+                        if hasattr(bar, "set_description"):
+                            bar.set_description(self._epoch_label(epoch))
                 if self.ema is not None:
                     self.ema.update(self.model)
             seen += images.shape[0]
@@ -275,6 +275,12 @@ class Trainer:
         stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, elapsed)
         stats["lr"] = self.optimizer.param_groups[-1]["lr"]
         return stats
+
+    def _epoch_label(self, epoch: int) -> str:
+        """The progress bar's "epoch i/n"; "epoch i/?" while a time budget has not yet sized
+        the run (its placeholder epoch count is no one's plan)."""
+        unfitted = self.time_budget is not None and self.time_budget.estimates == 0
+        return f"epoch {epoch + 1}/{'?' if unfitted else self.cfg.epochs}"
 
     def _fit_ema_to(self, total_steps: int) -> None:
         """Cap the EMA's horizon at ``ema_max_share`` of the run's expected optimizer steps."""
