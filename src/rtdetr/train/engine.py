@@ -216,7 +216,9 @@ class Trainer:
         total_batches = self._batches_per_epoch()
         sums: dict[str, float] = {}
         seen, batches, t0 = 0, 0, time.perf_counter()
-        bar = progress_bar(loader, cfg.progress and self.dist.is_main, total=total_batches, desc=self._epoch_label(epoch))
+        bar = progress_bar(
+            loader, cfg.progress and self.dist.is_main, total=total_batches, desc=self._epoch_label(epoch)
+        )
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, targets) in enumerate(bar):
             if i >= total_batches:
