@@ -35,12 +35,13 @@ class DemoData:
     keywords; the model trains at the images' side, ``imgsz``).
 
     Made to be learnt in minutes from random weights: 3 classes (circle, square, triangle,
-    told apart by form only), up to 14 objects per image, 24 px .. 40% of the side. After 400
-    optimizer steps (about what 4 minutes give on a 2-core CPU) these settings scored AP50
+    told apart by form only), up to 14 objects per image, 24 px .. 40% of the side. Four
+    minutes are 350-600 optimizer steps on 2-core CPUs; after 400 these settings scored AP50
     0.48-0.51 (two seeds), the earlier 6-class data with up to 8 objects of 12 px .. 50% 0.15,
-    and 3 classes with up to 8 objects of 12 px .. 50% 0.31 (at 500 steps): then the detector mostly finds the
-    objects but confuses their classes, and more objects per image is more supervision per step
-    (docs/convergence.md, tenth round). The benchmarks' sets are harder on purpose.
+    and 3 classes with up to 8 objects of 12 px .. 50% 0.31 (at 500 steps). So early on the
+    detector mostly finds the objects but confuses their classes, and more objects per image
+    is more supervision per step (docs/convergence.md, tenth round). The benchmarks' sets
+    are harder on purpose.
     """
 
     imgsz: int = 320
