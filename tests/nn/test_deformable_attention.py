@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ def _naive_ms_deformable_attention(value, shapes, locations, weights, num_points
                     h, w = shapes[lvl]
                     x = locations[n, q, m, p, 0].item() * w - 0.5
                     y = locations[n, q, m, p, 1].item() * h - 0.5
-                    x0, y0 = int(torch.tensor(x).floor()), int(torch.tensor(y).floor())
+                    x0, y0 = math.floor(x), math.floor(y)
                     for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
                         if 0 <= xi < w and 0 <= yi < h:
                             bilinear = (1 - abs(x - xi)) * (1 - abs(y - yi))
