@@ -59,3 +59,18 @@ def test_ema_reads_a_reassigned_buffer_and_a_new_source_model() -> None:
         ema.module[0].weight.zero_()
     ema.update(other)
     torch.testing.assert_close(ema.module[0].weight, torch.ones_like(other[0].weight))
+
+
+def test_a_loaded_ema_keeps_the_decay_it_was_saved_with():
+    """A budgeted run lowers its EMA decay (the ema_max_share cap); resuming must not reset it."""
+    model = nn.Linear(2, 2)
+    saved = ModelEMA(model, decay=0.99, warmups=3)
+    saved.update(model)
+    saved.decay = 0.95  # what Trainer._fit_ema_to sets for a 400-step budget at 5%
+    resumed = ModelEMA(model, decay=0.99, warmups=3)
+    resumed.load_state_dict(saved.state_dict())
+    assert (resumed.decay, resumed.updates) == (0.95, 1)
+    old_state = {k: v for k, v in saved.state_dict().items() if k != "decay"}  # a checkpoint without it
+    fresh = ModelEMA(model, decay=0.99, warmups=3)
+    fresh.load_state_dict(old_state)
+    assert fresh.decay == 0.99

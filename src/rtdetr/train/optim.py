@@ -164,6 +164,9 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state.get("updates", 0))
+        # The decay a run was using: a budgeted run caps it (TrainConfig.ema_max_share), and
+        # its resume must go on averaging over the same horizon.
+        self.decay = float(state.get("decay", self.decay))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
