@@ -51,25 +51,28 @@ def ms_deformable_attention(
     # [B, S, heads, d] -> [B*heads, d, S], split into levels
     value_list = value.permute(0, 2, 3, 1).flatten(0, 1).split([h * w for h, w in spatial_shapes], dim=-1)
     grids = 2 * sampling_locations - 1 if method == "default" else sampling_locations
-    # [B, Lq, heads, P, 2] -> [B*heads, Lq, P, 2], split into levels
-    grid_list = grids.permute(0, 2, 1, 3, 4).flatten(0, 1).split(num_points, dim=-2)
+    # Points before queries: [B, Lq, heads, P, 2] -> [B*heads, P, Lq, 2], split into levels. The
+    # samples are then [B*heads, d, P, Lq] and the weighted sum over P adds rows of Lq contiguous
+    # floats; with P innermost (P is 4..12) that sum, grid_sample and their backward took ~1.2x
+    # the CPU time (tests/nn/test_deformable_attention.py pins the layout-free result).
+    grid_list = grids.permute(0, 2, 3, 1, 4).flatten(0, 1).split(num_points, dim=1)
 
     samples = []
     for (h, w), value_l, grid_l in zip(spatial_shapes, value_list, grid_list):
         value_l = value_l.reshape(b * heads, head_dim, h, w)
         if method == "default":
-            # -> [B*heads, d, Lq, P_l]
+            # -> [B*heads, d, P_l, Lq]
             samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
         else:
             samples.append(_gather_nearest(value_l, grid_l))
-    # [B, Lq, heads, P] -> [B*heads, 1, Lq, P]
-    weights = attention_weights.permute(0, 2, 1, 3).flatten(0, 1).unsqueeze(1)
-    out = (torch.cat(samples, dim=-1) * weights).sum(-1)  # [B*heads, d, Lq]
+    # [B, Lq, heads, P] -> [B*heads, 1, P, Lq]
+    weights = attention_weights.permute(0, 2, 3, 1).flatten(0, 1).unsqueeze(1)
+    out = (torch.cat(samples, dim=2) * weights).sum(2)  # [B*heads, d, Lq]
     return out.reshape(b, heads * head_dim, lq).permute(0, 2, 1)
 
 
 def _gather_nearest(value_l: Tensor, loc_l: Tensor) -> Tensor:
-    """value_l [N, d, h, w], loc_l [N, Lq, P, 2] (x, y) in [0, 1] -> [N, d, Lq, P], one pixel per point.
+    """value_l [N, d, h, w], loc_l [N, H, W, 2] (x, y) in [0, 1] -> [N, d, H, W], one pixel per point.
 
     The reference's rule, kept so RT-DETRv2 "dsp" checkpoints see what they were
     trained on: pixel index ``trunc(loc * size + 0.5)`` clamped to the map, i.e.
@@ -81,13 +84,13 @@ def _gather_nearest(value_l: Tensor, loc_l: Tensor) -> Tensor:
     the square maps it was trained on and would index the wrong pixel otherwise.
     """
     n, d, h, w = value_l.shape
-    lq, p = loc_l.shape[1:3]
+    gh, gw = loc_l.shape[1:3]  # any grid of points, as for grid_sample
     size = torch.tensor([w, h], device=loc_l.device, dtype=loc_l.dtype)
     coord = (loc_l * size + 0.5).to(torch.int64)  # truncates; after the clamp that equals floor
     x = coord[..., 0].clamp(0, w - 1)
     y = coord[..., 1].clamp(0, h - 1)
-    index = (y * w + x).reshape(n, 1, lq * p).expand(n, d, lq * p)
-    return value_l.flatten(2).gather(2, index).reshape(n, d, lq, p)
+    index = (y * w + x).reshape(n, 1, gh * gw).expand(n, d, gh * gw)
+    return value_l.flatten(2).gather(2, index).reshape(n, d, gh, gw)
 
 
 class MSDeformableAttention(nn.Module):
@@ -180,7 +183,11 @@ class MSDeformableAttention(nn.Module):
         b, lq = query.shape[:2]
         heads = self.num_heads
         offsets = self.sampling_offsets(query).reshape(b, lq, heads, self.total_points, 2)
-        weights = F.softmax(self.attention_weights(query).reshape(b, lq, heads, self.total_points), dim=-1)
+        logits = self.attention_weights(query).reshape(b, lq, heads, self.total_points)
+        # The softmax over P runs with the points before the queries ([B, heads, P, Lq], the
+        # layout the sampling consumes); over an innermost P of 4..12 floats the CPU kernel
+        # took ~3x as long. Handed on as a [B, Lq, heads, P] view of that layout.
+        weights = F.softmax(logits.permute(0, 2, 3, 1), dim=2).permute(0, 3, 1, 2)
         scale = self.num_points_scale.to(query.dtype).unsqueeze(-1)  # [P, 1]
         # [B, Lq, 1, 1, 2] broadcasts over heads and points
         ref_cxcy = reference_boxes[:, :, None, :, :2]
