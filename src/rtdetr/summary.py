@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["ModelSummary", "summarize"]
@@ -36,12 +36,22 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: in
     try:
         param = next(model.parameters())
         x = torch.zeros(batch, 3, h, w, dtype=param.dtype, device=param.device)
-        feats = model.backbone(x)
-        enc = model.encoder(feats)
-        with FlopCounterMode(display=False) as counter:
-            out = model(x)
+        seen: dict[str, list[Tensor]] = {}
+        # one forward: the stages' outputs are recorded on the way (running the backbone and
+        # encoder once more for their shapes took ~40% of `rtdetr info --table`)
+        hooks = [
+            part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
+            for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
+        ]
+        try:
+            with FlopCounterMode(display=False) as counter:
+                out = model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
     finally:
         model.train(was_training)
+    feats, enc = seen["backbone"], seen["encoder"]
     return ModelSummary(
         params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
