@@ -38,7 +38,7 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: in
         x = torch.zeros(batch, 3, h, w, dtype=param.dtype, device=param.device)
         seen: dict[str, list[Tensor]] = {}
         # one forward: the stages' outputs are recorded on the way (running the backbone and
-        # encoder once more for their shapes took ~40% of `rtdetr info --table`)
+        # encoder a second time for their shapes doubled their share of `rtdetr info`)
         hooks = [
             part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
             for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
