@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -164,11 +163,12 @@ def test_worker_count_defaults_to_the_machine_and_an_explicit_count_wins(tmp_pat
 def test_compile_option_compiles_backbone_and_encoder_in_place(tmp_path, monkeypatch):
     """``compile=True``: backbone and encoder compiled in place (checkpoint keys unchanged),
     the decoder and the EMA copy eager, and the compiled model computes the eager function."""
-    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "avx2":
-        # PyTorch's AVX2 kernels on an AVX-512 machine (the README's way to test AVX2 code paths).
-        # With inductor's own SIMD width the compiled channels-last backbone returned ~1e33
-        # garbage there (torch 2.14.1); with AVX2's 8 lanes set explicitly it matches eager, as
-        # both widths do without the variable. A real AVX2 CPU detects 8 lanes by itself.
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        # The kernels rtdetr.runtime asks about. Under ATEN_CPU_CAPABILITY=avx2 on an AVX-512
+        # machine (the README's way to test AVX2 code paths), inductor's own SIMD width gave a
+        # compiled channels-last backbone that returned ~1e33 garbage (torch 2.14.1); with
+        # AVX2's 8 lanes set explicitly it matches eager, as both widths do natively. A real
+        # AVX2 CPU picks 8 lanes by itself, so there this changes nothing.
         monkeypatch.setattr(torch._inductor.config.cpp, "simdlen", 8)
     trainer = _trainer(tmp_path, epochs=1, multi_scale=False, compile=True)
     for part in (trainer.model.backbone, trainer.model.encoder):
