@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["ModelSummary", "summarize"]
@@ -27,8 +28,10 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: in
     """Run one eval forward on zeros of size ``imgsz`` and count FLOPs.
 
     GFLOPs are 2 x multiply-accumulates of matmuls and convolutions as counted by
-    ``torch.utils.flop_counter`` (the convention of the paper's table); the few
-    element-wise ops and grid sampling are not counted.
+    ``torch.utils.flop_counter`` (the convention of the paper's table), attention's
+    two matrix products included; the few element-wise ops and grid sampling are not
+    counted. The model may live on the meta device (built under ``with
+    torch.device("meta")``): the count needs shapes only, and is the same there.
     """
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     was_training = model.training
@@ -44,7 +47,9 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: in
             for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
         ]
         try:
-            with FlopCounterMode(display=False) as counter:
+            # The math backend runs attention as matrix products the counter sees; the fused
+            # CPU kernels are invisible to it (the count would depend on the device).
+            with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
                 out = model(x)
         finally:
             for hook in hooks:

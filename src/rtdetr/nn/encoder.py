@@ -159,11 +159,14 @@ class HybridEncoder(nn.Module):
         install_layout_hook(self, kind="encoder_input_proj", container="input_proj")
 
         # Position embeddings by (h, w, device); the eval size is filled now, others on first use.
+        # Filled on the device new tensors go to (a `with torch.device("meta")` block
+        # builds the model without memory, as `rtdetr info` does).
         self._pos_cache: dict[tuple[int, int, str], Tensor] = {}
         if eval_spatial_size is not None:
+            device = torch.empty(0).device
             for idx in self.use_encoder_idx:
                 s = self.feat_strides[idx]
-                self._pos_embed(eval_spatial_size[0] // s, eval_spatial_size[1] // s, torch.device("cpu"))
+                self._pos_embed(eval_spatial_size[0] // s, eval_spatial_size[1] // s, device)
 
     def _pos_embed(self, h: int, w: int, device: torch.device) -> Tensor:
         key = (h, w, str(device))
