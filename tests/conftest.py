@@ -77,10 +77,18 @@ def assert_matches_forward_fixture(model, fixture: dict, tol: float = 1e-8, imag
 
     x = load_fill().reference_image(fixture.get("input_seed", 0)) if image is None else image
     step = fixture.get("channel_step", 1)
-    with torch.no_grad():
-        feats = model.backbone(x)
-        enc = model.encoder(feats)
-        out = model(x)
+    seen: dict[str, list] = {}  # the stages' outputs, recorded during the one forward
+    hooks = [
+        part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
+        for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    feats, enc = seen["backbone"], seen["encoder"]
     for ours, ref in zip(feats, fixture["backbone_feats"], strict=True):
         torch.testing.assert_close(ours[:, ::step, ::4, ::4], ref, atol=tol, rtol=0)
     for ours, ref in zip(enc, fixture["encoder_feats"], strict=True):

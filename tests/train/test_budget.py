@@ -60,7 +60,7 @@ def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
         device="cpu",
         out_dir=str(tmp_path / "run"),
         num_workers=0,
-        max_time_s=12.0,
+        max_time_s=6.0,
         progress=False,
         eval_every=10**6,
         lr_schedule="cosine",

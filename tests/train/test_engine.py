@@ -48,9 +48,14 @@ def collate(batch):
     return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
-def _trainer(tmp_path: Path, epochs: int, **kw) -> Trainer:
+# The smallest preset with every part a checkpoint holds (param groups, batch norm, EMA,
+# denoising, aux heads): r18vd made the resume test alone take ~13 s.
+MODEL = "rtdetrv2_hgnetv2_n"
+
+
+def _trainer(tmp_path: Path, epochs: int, model: str = MODEL, **kw) -> Trainer:
     torch.manual_seed(0)
-    model = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20, num_denoising=20)
+    model = rtdetr.build_model(model, num_classes=3, num_queries=20, num_denoising=20)
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=2,
@@ -90,7 +95,8 @@ def test_resume_is_exact(tmp_path):
     _assert_same_state(full.model.state_dict(), resumed.model.state_dict())
     _assert_same_state(full.ema.module.state_dict(), resumed.ema.module.state_dict())
     # and training really changed the weights
-    fresh = rtdetr.build_model("rtdetr_r18vd", num_classes=3, num_queries=20).state_dict()
+    torch.manual_seed(0)  # the weights every _trainer starts from
+    fresh = rtdetr.build_model(MODEL, num_classes=3, num_queries=20, num_denoising=20).state_dict()
     assert not torch.equal(
         fresh["decoder.enc_score_head.weight"], full.model.state_dict()["decoder.enc_score_head.weight"]
     )
@@ -170,7 +176,8 @@ def test_compile_option_compiles_backbone_and_encoder_in_place(tmp_path, monkeyp
         # AVX2's 8 lanes set explicitly it matches eager, as both widths do natively. A real
         # AVX2 CPU picks 8 lanes by itself, so there this changes nothing.
         monkeypatch.setattr(torch._inductor.config.cpp, "simdlen", 8)
-    trainer = _trainer(tmp_path, epochs=1, multi_scale=False, compile=True)
+    # r18vd: the backbone the AVX2 note above is about
+    trainer = _trainer(tmp_path, epochs=1, model="rtdetr_r18vd", multi_scale=False, compile=True)
     for part in (trainer.model.backbone, trainer.model.encoder):
         assert part._compiled_call_impl is not None
     assert trainer.model.decoder._compiled_call_impl is None  # denoising shapes change per batch

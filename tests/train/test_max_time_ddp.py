@@ -53,14 +53,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         progress=False,
         device="cpu",
         ema=False,
-        max_time_s=3.0,
+        max_time_s=2.0,
     )
     trainer = Trainer(model, SlowOnRankOne(), config=cfg, collate_fn=collate)
     if rank == 1:
-        # Starts its budget 8 s after rank 0. Rank 0's first step waits for rank 1, so it ends
+        # Starts its budget 5 s after rank 0. Rank 0's first step waits for rank 1, so it ends
         # past rank 0's deadline but seconds before rank 1's: on their own clocks rank 0 would
         # stop after one step while rank 1 trains on, into collectives rank 0 never joins.
-        time.sleep(8.0)
+        time.sleep(5.0)
     trainer.fit()
     torch.save({"epoch": trainer.epoch, "step": trainer.step}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
