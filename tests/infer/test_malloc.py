@@ -10,7 +10,7 @@ _SCRIPT = textwrap.dedent(
     """
     import resource, sys, threading
     import torch
-    from rtdetr.infer.torch_backend import keep_freed_memory
+    from rtdetr.runtime import keep_freed_memory  # what rtdetr.infer re-exports; no torchvision import
 
     applied = keep_freed_memory() if sys.argv[1] == "keep" else False
     faults = []
