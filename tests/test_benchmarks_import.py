@@ -55,3 +55,22 @@ def test_train_synthetic_latency_interleaves_contenders(tmp_path):
     for r in rows:
         assert r["images"] == 3 and r["runs"] == 3 * LATENCY_ROUNDS and r["threads"] == 1
         assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+
+
+def test_step_vs_yolo_hands_yolo_the_same_boxes():
+    """Ultralytics' batch layout: one row per box with its image index, class and cxcywh box."""
+    import torch
+
+    from benchmarks.train_step_vs_yolo import yolo_batch
+
+    images = torch.rand(3, 3, 8, 8)
+    targets = [
+        {"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.1, 0.2, 0.1, 0.1]])},
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.7, 0.6, 0.3, 0.4]])},
+    ]
+    b = yolo_batch(images, targets)
+    assert b["img"] is images
+    assert b["batch_idx"].tolist() == [0.0, 0.0, 2.0]
+    assert b["cls"].tolist() == [[2.0], [0.0], [1.0]]
+    assert torch.equal(b["bboxes"], torch.cat([targets[0]["boxes"], targets[2]["boxes"]]))
