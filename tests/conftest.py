@@ -74,21 +74,12 @@ def assert_matches_forward_fixture(model, fixture: dict, tol: float = 1e-8, imag
     the input, when the reference helper that makes it is not at hand."""
     import rtdetr
     from rtdetr.data.coco_categories import COCO_CATEGORY_IDS
+    from rtdetr.summary import forward_with_stages
 
     x = load_fill().reference_image(fixture.get("input_seed", 0)) if image is None else image
     step = fixture.get("channel_step", 1)
-    seen: dict[str, list] = {}  # the stages' outputs, recorded during the one forward
-    hooks = [
-        part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
-        for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
-    ]
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    feats, enc = seen["backbone"], seen["encoder"]
+    with torch.no_grad():  # one forward; the stages' outputs are recorded on the way
+        out, feats, enc = forward_with_stages(model, x)
     for ours, ref in zip(feats, fixture["backbone_feats"], strict=True):
         torch.testing.assert_close(ours[:, ::step, ::4, ::4], ref, atol=tol, rtol=0)
     for ours, ref in zip(enc, fixture["encoder_feats"], strict=True):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelSummary", "summarize"]
+__all__ = ["ModelSummary", "forward_with_stages", "summarize"]
 
 
 @dataclass
@@ -21,6 +22,26 @@ class ModelSummary:
     backbone_shapes: list[tuple[int, ...]]
     encoder_shapes: list[tuple[int, ...]]
     output_shapes: dict[str, tuple[int, ...]]
+
+
+def forward_with_stages(model: nn.Module, images: Tensor) -> tuple[Any, list[Tensor], list[Tensor]]:
+    """One forward of a detector, also returning what its backbone and its encoder output.
+
+    images [B, 3, H, W] -> (the model's output, backbone feature maps [B, C_i, H_i, W_i],
+    encoder feature maps [B, C, H_i, W_i]). The stages are recorded with forward hooks on
+    the way, so they are not run a second time for their outputs.
+    """
+    seen: dict[str, list[Tensor]] = {}
+    hooks = [
+        part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
+        for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
+    ]
+    try:
+        out = model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, seen["backbone"], seen["encoder"]
 
 
 @torch.no_grad()
@@ -39,24 +60,12 @@ def summarize(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: in
     try:
         param = next(model.parameters())
         x = torch.zeros(batch, 3, h, w, dtype=param.dtype, device=param.device)
-        seen: dict[str, list[Tensor]] = {}
-        # one forward: the stages' outputs are recorded on the way (running the backbone and
-        # encoder a second time for their shapes doubled their share of `rtdetr info`)
-        hooks = [
-            part.register_forward_hook(lambda _m, _in, o, key=key: seen.setdefault(key, list(o)))
-            for key, part in (("backbone", model.backbone), ("encoder", model.encoder))
-        ]
-        try:
-            # The math backend runs attention as matrix products the counter sees; the fused
-            # CPU kernels are invisible to it (the count would depend on the device).
-            with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
-                out = model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        # The math backend runs attention as matrix products the counter sees; the fused
+        # CPU kernels are invisible to it (the count would depend on the device).
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            out, feats, enc = forward_with_stages(model, x)
     finally:
         model.train(was_training)
-    feats, enc = seen["backbone"], seen["encoder"]
     return ModelSummary(
         params=sum(p.numel() for p in model.parameters()),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -53,9 +53,9 @@ def collate(batch):
 MODEL = "rtdetrv2_hgnetv2_n"
 
 
-def _trainer(tmp_path: Path, epochs: int, model: str = MODEL, **kw) -> Trainer:
+def _trainer(tmp_path: Path, epochs: int, preset: str = MODEL, **kw) -> Trainer:
     torch.manual_seed(0)
-    model = rtdetr.build_model(model, num_classes=3, num_queries=20, num_denoising=20)
+    model = rtdetr.build_model(preset, num_classes=3, num_queries=20, num_denoising=20)
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=2,
@@ -177,7 +177,7 @@ def test_compile_option_compiles_backbone_and_encoder_in_place(tmp_path, monkeyp
         # AVX2 CPU picks 8 lanes by itself, so there this changes nothing.
         monkeypatch.setattr(torch._inductor.config.cpp, "simdlen", 8)
     # r18vd: the backbone the AVX2 note above is about
-    trainer = _trainer(tmp_path, epochs=1, model="rtdetr_r18vd", multi_scale=False, compile=True)
+    trainer = _trainer(tmp_path, epochs=1, preset="rtdetr_r18vd", multi_scale=False, compile=True)
     for part in (trainer.model.backbone, trainer.model.encoder):
         assert part._compiled_call_impl is not None
     assert trainer.model.decoder._compiled_call_impl is None  # denoising shapes change per batch
