@@ -163,7 +163,7 @@ class HybridEncoder(nn.Module):
         # builds the model without memory, as `rtdetr info` does).
         self._pos_cache: dict[tuple[int, int, str], Tensor] = {}
         if eval_spatial_size is not None:
-            device = torch.empty(0).device
+            device = torch.get_default_device()
             for idx in self.use_encoder_idx:
                 s = self.feat_strides[idx]
                 self._pos_embed(eval_spatial_size[0] // s, eval_spatial_size[1] // s, device)
