@@ -27,8 +27,6 @@ from torch import nn
 from rtdetr.config import parse_overrides
 from rtdetr.data import generate_synthetic_dataset
 from rtdetr.runtime import cpu_description
-from rtdetr.train.criterion import total_loss
-from rtdetr.train.evaluation import autocast_context
 from rtdetr.train.launch import build_trainer
 from rtdetr.train.recipes import get_recipe
 from rtdetr.train.train_config import TrainConfig
@@ -76,20 +74,16 @@ def profile(
     clock.wrap_forward(crit.matcher, "matching (Hungarian, all layers)")
     loader = trainer._train_loader(0)
 
+    # The Trainer's own step, in its three parts, each timed.
+    clock.wrap_forward(trainer.train_model, "forward total")
+    clock.wrap_forward(crit, "loss total (incl. matching)")
+
     def step(images, targets):
-        images = images.to(memory_format=trainer.memory_format)
-        with clock("forward total"), autocast_context(trainer.device, cfg.amp, cfg.amp_dtype):
-            out = trainer.train_model(images, targets)
-        with clock("loss total (incl. matching)"):
-            loss = total_loss(crit(out, targets))
+        loss, _ = trainer.forward_loss(images, targets)
         with clock("backward"):
-            loss.backward()
+            trainer.backward(loss)
         with clock("optimizer + clip + EMA"):
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_max_norm)
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-            if trainer.ema is not None:
-                trainer.ema.update(model)
+            trainer.optimizer_step()
 
     def batches():
         while True:

@@ -45,7 +45,6 @@ def measure(data: Path, batch: int, steps: int, recipe_name: str, imgsz: int) ->
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
-    from rtdetr.train.criterion import total_loss
     from rtdetr.train.launch import build_trainer
     from rtdetr.train.recipes import get_recipe
     from rtdetr.train.train_config import TrainConfig
@@ -63,13 +62,7 @@ def measure(data: Path, batch: int, steps: int, recipe_name: str, imgsz: int) ->
     model = trainer.model
 
     def ours(images: torch.Tensor, targets: list[dict]) -> None:
-        out = trainer.train_model(images.to(memory_format=trainer.memory_format), targets)
-        total_loss(trainer.criterion(out, targets)).backward()
-        nn.utils.clip_grad_norm_(model.parameters(), trainer.cfg.clip_max_norm)
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        if trainer.ema is not None:
-            trainer.ema.update(model)
+        trainer.train_step(images, targets)  # what the Trainer runs per batch
 
     num_classes = model.config.num_classes
     yolo = DetectionModel("yolov8n.yaml", nc=num_classes, verbose=False).train()

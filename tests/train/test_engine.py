@@ -102,6 +102,33 @@ def test_resume_is_exact(tmp_path):
     )
 
 
+def test_train_step_accumulates_then_steps_once(tmp_path):
+    """``update=False`` only adds 1/accumulate of the batch's gradient; ``optimizer_step``
+    then steps the weights, the schedule, the step count and the EMA once."""
+    single, accum = _trainer(tmp_path / "a", epochs=1), _trainer(tmp_path / "b", epochs=1, accumulate=2)
+    images, targets = collate([single.train_dataset.items[i] for i in (1, 2)])
+    before = {k: v.clone() for k, v in accum.model.state_dict().items()}
+    for trainer in (single, accum):
+        trainer.model.train()
+        torch.manual_seed(1)  # the same denoising noise in both
+        loss, losses = trainer.train_step(images, targets, update=False)
+        assert loss.requires_grad is False and "loss_giou" in losses
+    assert accum.step == 0 and accum.ema.updates == 0
+    params = dict(accum.model.named_parameters())
+    assert all(torch.equal(params[k], before[k]) for k in params)
+    grads = {k: p.grad for k, p in single.model.named_parameters() if p.grad is not None}
+    assert len(grads) > 100
+    for k, g in grads.items():
+        torch.testing.assert_close(params[k].grad, g / 2, rtol=1e-5, atol=1e-7, msg=k)
+    lr_before = accum.optimizer.param_groups[0]["lr"]
+    accum.optimizer_step()
+    assert accum.step == 1 and accum.ema.updates == 1
+    assert accum.optimizer.param_groups[0]["lr"] != lr_before  # the warm-up moved on
+    assert all(p.grad is None for p in accum.model.parameters())
+    moved = [k for k in grads if not torch.equal(params[k], before[k])]
+    assert len(moved) == len(grads)
+
+
 def test_non_finite_loss_names_step_and_term(tmp_path):
     trainer = _trainer(tmp_path, epochs=1)
     real = trainer.criterion.forward
@@ -112,7 +139,7 @@ def test_non_finite_loss_names_step_and_term(tmp_path):
         return losses
 
     trainer.criterion.forward = poisoned
-    with pytest.raises(TrainingDiverged, match=r"iteration 0.*loss_giou_aux_1=nan"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 before optimizer step 1: .*loss_giou_aux_1=nan"):
         trainer.fit()
 
 

@@ -223,37 +223,12 @@ class Trainer:
         for i, (images, targets) in enumerate(bar):
             if i >= total_batches:
                 break
-            images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-            targets = _to_device(targets, self.device)
-            with autocast_context(self.device, cfg.amp, cfg.amp_dtype):
-                outputs = model(images, targets)
-            losses = self.criterion(outputs, targets)
-            loss = total_loss(losses)
-            if not torch.isfinite(loss):
-                bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-                raise TrainingDiverged(
-                    f"non-finite loss at epoch {epoch + 1}, iteration {i}, optimizer step {self.step}: "
-                    f"{', '.join(f'{k}={losses[k].item()}' for k in bad)}; lower the lr or check the data"
-                )
-            self.scaler.scale(loss / cfg.accumulate).backward()
-            if (i + 1) % cfg.accumulate == 0 or i + 1 == total_batches:
-                if cfg.clip_max_norm > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                self.step += 1
-                if self.time_budget is not None:
-                    fitted = self.time_budget.after_step(self.step)
-                    if fitted is not None:  # the epochs the rest of the budget allows
-                        self.cfg = dataclasses.replace(self.cfg, epochs=max(fitted, epoch + 1))
-                        self._fit_ema_to(self.scheduler.total_iters)
-                        if hasattr(bar, "set_description"):
-                            bar.set_description(self._epoch_label(epoch))
-                if self.ema is not None:
-                    self.ema.update(self.model)
+            epochs_before = self.cfg.epochs
+            loss, losses = self.train_step(
+                images, targets, update=(i + 1) % cfg.accumulate == 0 or i + 1 == total_batches
+            )
+            if self.cfg.epochs != epochs_before and hasattr(bar, "set_description"):
+                bar.set_description(self._epoch_label(epoch))  # the time budget sized the run
             seen += images.shape[0]
             batches += 1
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
@@ -277,6 +252,69 @@ class Trainer:
         stats["images_per_s"] = seen * self.dist.world_size / max(1e-9, elapsed)
         stats["lr"] = self.optimizer.param_groups[-1]["lr"]
         return stats
+
+    def train_step(
+        self, images: torch.Tensor, targets: list[dict], *, update: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One batch of training: forward, loss, backward, and with ``update`` the optimizer
+        step (:meth:`optimizer_step`); ``update=False`` accumulates the gradients only.
+
+        Args:
+            images: float [B, 3, H, W] in [0, 1], on any device.
+            targets: per image ``labels`` int64 [N] and ``boxes`` cxcywh normalized [N, 4].
+
+        Returns:
+            the total loss (a detached scalar) and every loss term.
+
+        Raises:
+            TrainingDiverged: a loss term is NaN or infinite (nothing was stepped).
+        """
+        loss, losses = self.forward_loss(images, targets)
+        self.backward(loss)
+        if update:
+            self.optimizer_step()
+        return loss.detach(), losses
+
+    def forward_loss(self, images: torch.Tensor, targets: list[dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training forward and the criterion on one batch: (total loss, loss terms)."""
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        targets = _to_device(targets, self.device)
+        with autocast_context(self.device, self.cfg.amp, self.cfg.amp_dtype):
+            outputs = self.train_model(images, targets)
+        losses = self.criterion(outputs, targets)
+        loss = total_loss(losses)
+        if not torch.isfinite(loss):
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+            raise TrainingDiverged(
+                f"non-finite loss in epoch {self.epoch + 1} before optimizer step {self.step + 1}: "
+                f"{', '.join(f'{k}={losses[k].item()}' for k in bad)}; lower the lr or check the data"
+            )
+        return loss, losses
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of ``loss``, averaged over the ``accumulate`` batches of one step (and
+        scaled for float16 autocast on a GPU)."""
+        self.scaler.scale(loss / self.cfg.accumulate).backward()
+
+    def optimizer_step(self) -> None:
+        """Clip, step the optimizer and the lr schedule, re-fit a time-budgeted run's schedule,
+        then update the EMA; the gradients are zeroed for the next step."""
+        cfg = self.cfg
+        if cfg.clip_max_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        if self.time_budget is not None:
+            fitted = self.time_budget.after_step(self.step)
+            if fitted is not None:  # the epochs the rest of the budget allows
+                self.cfg = dataclasses.replace(cfg, epochs=max(fitted, self.epoch + 1))
+                self._fit_ema_to(self.scheduler.total_iters)
+        if self.ema is not None:  # after the re-fit: this update already uses the fitted decay
+            self.ema.update(self.model)
 
     def _epoch_label(self, epoch: int) -> str:
         """The progress bar's "epoch i/n"; "epoch i/?" while a time budget has not yet sized
