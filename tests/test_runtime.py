@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -287,3 +289,35 @@ def test_cli_flags():
     assert plain.amp and not plain.amp_force
     for command in (["predict", "x.png", "--model", "m"], ["benchmark", "--model", "m"], ["serve", "--model", "m"]):
         assert parser.parse_args(command).precision == "auto", command
+
+
+_POOL_STARTED_FIRST = """
+import torch
+import rtdetr
+from rtdetr.runtime import setup_cpu_runtime
+
+torch.set_num_threads(2)
+model = rtdetr.build_model("dfine_cspdarknet_n", num_classes=3)  # starts torch's thread pool
+torch.set_flush_denormal(False)
+denormal = torch.full((1 << 22,), 1, dtype=torch.int32).view(torch.float32)  # 1.4e-45, a bit pattern
+before = int((denormal * 1.5).count_nonzero())
+setup_cpu_runtime("cpu")
+after = int((denormal * 1.5).count_nonzero())
+print(before, after, torch.get_num_threads())
+"""
+
+
+def test_setup_flushes_denormals_on_threads_the_pool_started_before():
+    """A Python user builds a model (which starts torch's two intra-op threads), then the
+    set-up runs: the second thread must flush too, or half of every op stays slow."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("no flush-denormal support on this CPU")
+    if sys.platform != "linux":
+        pytest.skip("the pool's threads are reached through /proc/self/maps (Linux)")
+    out = subprocess.run(
+        [sys.executable, "-c", _POOL_STARTED_FIRST], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
+    before, after, threads = map(int, out[-3:])
+    assert threads == 2
+    assert before == 1 << 22  # no flush anywhere yet: every product stays denormal
+    assert after == 0, f"{after} of {1 << 22} products stayed denormal: a pool thread does not flush"

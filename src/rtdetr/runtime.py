@@ -37,6 +37,7 @@ __all__ = [
     "PRECISION_HELP",
     "cpu_supports_bf16",
     "cpu_description",
+    "flush_denormals_on_intra_op_threads",
     "resolve_precision",
     "resolve_amp_dtype",
     "warn_if_bf16_emulated",
@@ -289,6 +290,64 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     return text
 
 
+_OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")  # GNU, Intel, LLVM: each has GOMP_parallel
+
+
+def _loaded_openmp_runtime(torch_dir: str) -> str | None:
+    """The file of the OpenMP runtime this process has loaded for torch's intra-op pool, or
+    None where it cannot be told (no ``/proc``: not Linux). Other wheels may bundle their
+    own copy (scikit-learn's ``libgomp-<hash>.so``): torch's (``torch/lib`` or
+    ``torch.libs``) wins."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found: list[str] = []
+    for line in lines:
+        fields = line.split(None, 5)  # address perms offset dev inode [path]
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith(_OPENMP_RUNTIMES) and fields[5] not in found:
+            found.append(fields[5])
+    ours = [path for path in found if path.startswith(torch_dir)]
+    return (ours or found or [None])[0]
+
+
+def flush_denormals_on_intra_op_threads() -> bool:
+    """Set flush-to-zero on every intra-op thread of the calling thread's OpenMP pool.
+
+    ``torch.set_flush_denormal`` sets only the calling thread's MXCSR. Threads that
+    torch's OpenMP pool started before that call (any large op does: building a model,
+    ``torch.randn``) keep producing denormals, so a Python user who built a model and
+    then a :class:`~rtdetr.infer.Detector` or Trainer ran half of each multi-threaded op
+    slowly (measured: 5 of 10 million results stayed denormal on 2 threads). Here one
+    OpenMP parallel region over the pool runs ``torch.set_flush_denormal(True)`` on each
+    of its threads, through the runtime's ``GOMP_parallel`` entry point.
+
+    Returns False where it could not be done (no OpenMP runtime found, e.g. not Linux):
+    the calling thread still flushes; pool threads created later inherit it.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        return True
+    path = _loaded_openmp_runtime(os.path.dirname(torch.__file__))
+    if path is None:
+        return False
+    try:
+        parallel = ctypes.CDLL(path).GOMP_parallel
+    except (OSError, AttributeError):
+        return False
+    body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    # ctypes takes the GIL in each thread for the callback and releases it in this one
+    # around the call, so the pool's threads run it one after another.
+    body = body_type(lambda _data: torch.set_flush_denormal(True))
+    parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    parallel.restype = None
+    parallel(body, None, threads, 0)
+    return True
+
+
 _setup_lock = threading.Lock()
 _malloc_kept: bool | None = None  # keep_freed_memory()'s answer, once asked
 
@@ -301,9 +360,11 @@ def setup_cpu_runtime(
     * flush denormals to zero (``torch.set_flush_denormal``): small random or
       decaying weights drive activations into denormal floats, which made CPU
       training steps ~14x and inference up to 17x slower. The setting is per
-      thread (the x86 MXCSR register; threads started later inherit it), so call
-      this from the thread that runs the model. Done for every device: the
-      pre/post-processing of a GPU run is CPU math too.
+      thread (the x86 MXCSR register): threads created later inherit it, but the
+      intra-op threads torch has already started do not, so it is set on those too
+      (:func:`flush_denormals_on_intra_op_threads`). Call this from the thread that
+      runs the model. Done for every device: the pre/post-processing of a GPU run
+      is CPU math too.
     * ``threads``: torch intra-op threads (None leaves torch's default, all cores).
     * ``keep_memory``: :func:`keep_freed_memory` (glibc keeps freed blocks; process-wide,
       applied once, only for a CPU ``device``; best before the first big allocation).
@@ -312,12 +373,14 @@ def setup_cpu_runtime(
 
     global _malloc_kept
     device = torch.device(device)
-    torch.set_flush_denormal(True)  # returns False where unsupported (non-x86 without FTZ); nothing to do then
     if threads is not None:
         if threads < 1:
             raise UserError(f"threads must be >= 1, got {threads}")
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+    # False where unsupported (non-x86 without FTZ); nothing to do then.
+    if torch.set_flush_denormal(True):
+        flush_denormals_on_intra_op_threads()
     if keep_memory and device.type == "cpu":
         with _setup_lock:
             if _malloc_kept is None:
