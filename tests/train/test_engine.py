@@ -125,8 +125,9 @@ def test_train_step_accumulates_then_steps_once(tmp_path):
     assert accum.step == 1 and accum.ema.updates == 1
     assert accum.optimizer.param_groups[0]["lr"] != lr_before  # the warm-up moved on
     assert all(p.grad is None for p in accum.model.parameters())
-    moved = [k for k in grads if not torch.equal(params[k], before[k])]
-    assert len(moved) == len(grads)
+    pushed = [k for k, g in grads.items() if g.any()]  # a zero gradient leaves AdamW's step at 0
+    assert len(pushed) > 100
+    assert [k for k in pushed if torch.equal(params[k], before[k])] == []
 
 
 def test_non_finite_loss_names_step_and_term(tmp_path):
