@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 
@@ -312,6 +312,25 @@ def _loaded_openmp_runtime(torch_dir: str) -> str | None:
     return (ours or found or [None])[0]
 
 
+_GOMP_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # the parallel region's body: void (*)(void *)
+
+
+@functools.cache
+def _gomp_parallel(torch_dir: str) -> Any:
+    """``GOMP_parallel(body, data, num_threads, flags)`` of torch's OpenMP runtime, or None;
+    looked up once per process (the runtime does not change once torch is imported)."""
+    path = _loaded_openmp_runtime(torch_dir)
+    if path is None:
+        return None
+    try:
+        parallel = ctypes.CDLL(path).GOMP_parallel
+    except (OSError, AttributeError):
+        return None
+    parallel.argtypes = [_GOMP_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    parallel.restype = None
+    return parallel
+
+
 def flush_denormals_on_intra_op_threads() -> bool:
     """Set flush-to-zero on every intra-op thread of the calling thread's OpenMP pool.
 
@@ -331,20 +350,12 @@ def flush_denormals_on_intra_op_threads() -> bool:
     threads = torch.get_num_threads()
     if threads <= 1:
         return True
-    path = _loaded_openmp_runtime(os.path.dirname(torch.__file__))
-    if path is None:
+    parallel = _gomp_parallel(os.path.dirname(torch.__file__))
+    if parallel is None:
         return False
-    try:
-        parallel = ctypes.CDLL(path).GOMP_parallel
-    except (OSError, AttributeError):
-        return False
-    body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
     # ctypes takes the GIL in each thread for the callback and releases it in this one
     # around the call, so the pool's threads run it one after another.
-    body = body_type(lambda _data: torch.set_flush_denormal(True))
-    parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-    parallel.restype = None
-    parallel(body, None, threads, 0)
+    parallel(_GOMP_BODY(lambda _data: torch.set_flush_denormal(True)), None, threads, 0)
     return True
 
 
