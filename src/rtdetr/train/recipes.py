@@ -49,8 +49,9 @@ class Recipe:
 # decay to make the most of the budget; EMA over ~100 steps (0.9999 would average in the
 # first, untrained weights); no strong augmentation and no multi-scale (ten epochs are too
 # few to gain from them: AP50 0.09 vs 0.57 in 15 minutes); batch 4 (twice the optimizer
-# steps of batch 8 for ~0.85x its images/s; in the 4-minute demo batch 16 scored AP50 0.28 and
-# batch 2 0.18 against 0.52-0.54: too few steps, too noisy a gradient); loading in the training process on a small
+# steps of batch 8 for ~0.85x its images/s; at a slow CPU's speed the 4-minute demo scored AP50
+# 0.28 at batch 16 and 0.18 at batch 2, against 0.52 / 0.54 at batch 4 in the same pairs: too
+# few steps, too noisy a gradient); loading in the training process on a small
 # CPU (num_workers None); one evaluation, at the end; 100 queries (a few objects per image);
 # 2 decoder layers: about 13% less CPU per step than 3 at 320 px, and no worse AP after the
 # same number of steps (docs/convergence.md); 1 layer fell far behind, and removing the
