@@ -75,6 +75,7 @@ def test_all_problems_reported_together(tmp_path: Path):
         images=[(1, "ok.png", 40, 30), (2, "missing.png", 40, 30)],
         annotations=[
             {"image_id": 1, "category_id": 3, "bbox": [30, 20, 20, 5]},  # 10 px beyond the right edge
+            {"image_id": 1, "category_id": 3, "bbox": [20, 10, 38, 25]},  # [x1, y1, x2, y2] by mistake
             {"image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},  # unknown category
             {"image_id": 1, "category_id": 3, "bbox": [1, 1, -2, 5]},  # negative width
             {"image_id": 7, "category_id": 3, "bbox": [1, 1, 5, 5]},  # unknown image
@@ -86,11 +87,13 @@ def test_all_problems_reported_together(tmp_path: Path):
     with pytest.raises(DatasetError) as info:
         CocoDetection(ann, tmp_path / "train")
     message = str(info.value)
-    assert "instances_train.json" in message and "6 problem(s)" in message
+    assert "instances_train.json" in message and "7 problem(s)" in message
     assert "missing.png" in message
-    assert "outside the image by more than 2 px" in message and "ann 1 in ok.png" in message
+    # both checked boxes far out: the whole file is taken for another box format
+    assert "outside the image by more than 2 px (2 of 2 boxes" in message and "ann 1 in ok.png" in message
+    assert "[x, y, width, height] in pixels, not [x1, y1, x2, y2]" in message
     assert "unknown category id" in message and "category_id 99" in message
-    assert "negative width or height" in message and "ann 3" in message
+    assert "negative width or height" in message and "ann 4" in message
     assert "unknown image id" in message and "image_id 7" in message
     assert "malformed bbox" in message
     assert info.value.issues["annotations with an unknown category id"][0] == 1
@@ -112,6 +115,26 @@ def test_small_overhang_clipped_and_zero_size_skipped_with_warning(tmp_path: Pat
     assert "1 x boxes clipped to the image" in caplog.text and "1 x zero-size boxes skipped" in caplog.text
     assert "ann 2 in a.png" in caplog.text
     assert ds[0][1]["boxes"].as_subclass(torch.Tensor).tolist() == [[0.0, 25.0, 8.5, 30.0]]
+
+
+def test_a_few_boxes_far_outside_are_clipped_not_fatal(tmp_path: Path, caplog):
+    """As the reference loader does: an annotation slip in one box of many does not refuse the file."""
+    boxes = [[i, 2, 5, 5] for i in range(30)]  # thirty good boxes, 1 px apart
+    boxes += [[30, 20, 20, 5], [50, 40, 5, 5]]  # 10 px over the right edge; wholly outside (clipped to nothing)
+    ann = write_coco(
+        tmp_path,
+        images=[(1, "a.png", 40, 30)],
+        annotations=[{"image_id": 1, "category_id": 3, "bbox": b} for b in boxes],
+        categories=[(3, "car")],
+    )
+    with caplog.at_level(logging.WARNING, logger="rtdetr.data"):
+        ds = CocoDetection(ann, tmp_path / "train")
+    assert "2 x boxes reaching more than 2 px outside the image, clipped to it" in caplog.text
+    assert "ann 31 in a.png: [30, 20, 20, 5] in 40x30" in caplog.text and "1 x zero-size boxes skipped" in caplog.text
+    got = ds[0][1]["boxes"].as_subclass(torch.Tensor).tolist()
+    assert len(got) == 31 and got[-1] == [30.0, 20.0, 40.0, 25.0]
+    with pytest.raises(DatasetError, match=r"2 of 32 boxes, over 5%"):  # the share is a parameter
+        CocoDetection(ann, tmp_path / "train", max_outside_share=0.05)
 
 
 def test_corrupt_image_named_when_loaded(tmp_path: Path):

@@ -8,10 +8,13 @@ Validation happens once, at construction, and reports every problem together:
 * fatal (one ``DatasetError`` listing counts and the first annotation ids / files):
   images listed but missing on disk, duplicate image ids, annotations of an unknown
   image or unknown category, malformed or non-finite boxes, negative width/height,
-  boxes reaching more than ``box_tolerance`` pixels outside their image;
-* repaired with a logged warning: boxes outside the image by at most
-  ``box_tolerance`` px are clipped to it; zero-width/height boxes (a few exist in
-  COCO itself) are skipped;
+  and more than ``max_outside_share`` of the boxes reaching over ``box_tolerance``
+  pixels outside their image (the sign of ``[x1, y1, x2, y2]`` or normalized boxes
+  where COCO has ``[x, y, width, height]`` in pixels);
+* repaired with a logged warning: boxes outside the image are clipped to it, as the
+  reference loader does (those over ``box_tolerance`` px out are reported apart);
+  zero-width/height boxes, clipped ones included (a few exist in COCO itself), are
+  skipped;
 * logged at INFO: ``iscrowd=1`` annotations (ignored for training; the evaluator
   still sees them through ``coco_gt()``, which returns the original file) and
   images without annotations (kept, as negatives).
@@ -34,6 +37,21 @@ from .issues import DatasetError, IssueLog
 __all__ = ["CocoDetection", "read_coco_categories"]
 
 logger = logging.getLogger(__name__)
+
+
+def _report_far_boxes(issues: IssueLog, far: list[str], checked: int, tolerance: float, max_share: float) -> None:
+    """A few boxes far over the edge are annotation slips (clipped, as the reference loader
+    clips every box); many mean the file's boxes are not COCO's pixel ``[x, y, w, h]``."""
+    if len(far) > max(1.0, max_share * checked):
+        kind = (
+            f"boxes outside the image by more than {tolerance:g} px ({len(far)} of {checked} boxes, over "
+            f"{max_share:.0%}: COCO boxes are [x, y, width, height] in pixels, not [x1, y1, x2, y2] or normalized)"
+        )
+        for example in far:
+            issues.error(kind, example)
+    else:
+        for example in far:
+            issues.warn(f"boxes reaching more than {tolerance:g} px outside the image, clipped to it", example)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -86,7 +104,9 @@ class CocoDetection(DetectionDataset):
             default: the file's categories sorted by id.
         class_names: names for ``category_ids`` (default: from the file).
         transforms: applied as ``transforms(image, target)``.
-        box_tolerance: pixels a box may overhang its image and still be clipped.
+        box_tolerance: pixels a box may overhang its image and count as only imprecise.
+        max_outside_share: the share of boxes that may overhang by more than that (they
+            are clipped too) before the file is refused as being in another box format.
 
     Raises:
         FileNotFoundError: ``ann_file`` or ``image_dir`` does not exist.
@@ -102,6 +122,7 @@ class CocoDetection(DetectionDataset):
         class_names: list[str] | None = None,
         transforms: Transform | None = None,
         box_tolerance: float = 2.0,
+        max_outside_share: float = 0.1,
     ):
         ann_file, image_dir = Path(ann_file), Path(image_dir)
         data = _read_json(ann_file)
@@ -115,12 +136,17 @@ class CocoDetection(DetectionDataset):
             class_names = [names.get(cid, str(cid)) for cid in category_ids]
         self.ann_file = ann_file
         self.image_dir = image_dir
-        records = self._parse(data, ann_file, image_dir, list(category_ids), box_tolerance)
+        records = self._parse(data, ann_file, image_dir, list(category_ids), box_tolerance, max_outside_share)
         super().__init__(records, list(class_names), list(category_ids), transforms, name=str(ann_file))
 
     @staticmethod
     def _parse(
-        data: dict[str, Any], ann_file: Path, image_dir: Path, category_ids: list[int], tolerance: float
+        data: dict[str, Any],
+        ann_file: Path,
+        image_dir: Path,
+        category_ids: list[int],
+        tolerance: float,
+        max_outside_share: float,
     ) -> list[ImageRecord]:
         issues = IssueLog(str(ann_file))
         label_of = {cid: i for i, cid in enumerate(category_ids)}
@@ -141,7 +167,7 @@ class CocoDetection(DetectionDataset):
                 issues.error(f"image files missing from {image_dir}", file_name)
             images[image_id] = {"file_name": file_name, "width": width, "height": height, "boxes": [], "labels": []}
 
-        crowd = 0
+        crowd, checked, far = 0, 0, []  # far: boxes over `tolerance` px outside, (where, box, W, H)
         for ann in data.get("annotations", []):
             ann_id = ann.get("id", "?")
             image = images.get(ann.get("image_id"))
@@ -169,19 +195,20 @@ class CocoDetection(DetectionDataset):
                 issues.error("boxes with negative width or height", f"{where}: {box}")
                 continue
             W, H = image["width"], image["height"]
+            checked += 1
             overhang = max(-x, -y, x + w - W, y + h - H)
             if overhang > tolerance:
-                issues.error(f"boxes outside the image by more than {tolerance:g} px", f"{where}: {box} in {W}x{H}")
-                continue
-            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
-            if overhang > 0.01:
+                far.append(f"{where}: {box} in {W}x{H}")
+            elif overhang > 0.01:
                 issues.warn(f"boxes clipped to the image (overhang <= {tolerance:g} px)", where)
+            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
             if x2 - x1 <= 0 or y2 - y1 <= 0:
                 issues.warn("zero-size boxes skipped", f"{where}: {box}")
                 continue
             image["boxes"].append((x1, y1, x2, y2))
             image["labels"].append(label)
 
+        _report_far_boxes(issues, far, checked, tolerance, max_outside_share)
         issues.finish(logger)
         records = []
         for image_id, image in images.items():
