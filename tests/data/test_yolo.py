@@ -77,13 +77,17 @@ def test_names_mapping_and_txt_lists(tmp_path: Path):
 
 def test_errors_name_file_and_line(tmp_path: Path):
     _yolo(tmp_path)
-    (tmp_path / "labels/train/a.txt").write_text("7 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n0 1.5 0.5 0.2 0.2\nx 1 1 1 1\n")
+    bad = "7 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n0 1.5 0.5 0.2 0.2\n0 40 20 10 10\nx 1 1 1 1\n"
+    (tmp_path / "labels/train/a.txt").write_text(bad)
     with pytest.raises(DatasetError) as info:
         build_dataset(tmp_path, "train")
     message = str(info.value)
-    assert "4 problem(s)" in message
+    assert "5 problem(s)" in message
     assert "class indices outside 0..2" in message and "a.txt:1" in message
-    assert "a.txt:2" in message and "a.txt:3" in message and "a.txt:4" in message
+    assert "a.txt:2" in message and "a.txt:5" in message
+    # two of the three boxes checked far outside [0, 1]: pixel coordinates, the split is refused
+    assert "(2 of 3 boxes, over 10%: YOLO labels are 'class cx cy w h' normalized" in message
+    assert "a.txt:3" in message and "a.txt:4" in message
     (tmp_path / "data.yaml").write_text("train: images/nope\nval: images/val\nnames: [a, b, c]\n")
     with pytest.raises(FileNotFoundError, match="images/nope"):
         build_dataset(tmp_path, "train")
@@ -96,3 +100,15 @@ def test_slightly_outside_is_clipped(tmp_path: Path, caplog):
         ds = build_dataset(tmp_path, "val")
     assert "boxes clipped to [0, 1]" in caplog.text and "zero-size boxes skipped" in caplog.text
     assert ds[0][1]["boxes"].as_subclass(torch.Tensor).tolist() == [[0.0, 0.0, 64.0, 32.0]]
+
+
+def test_one_box_far_outside_among_many_is_clipped(tmp_path: Path, caplog):
+    _yolo(tmp_path)
+    lines = ["0 0.5 0.5 0.1 0.1"] * 12 + ["1 0.9 0.5 0.4 0.2"]  # the last reaches 0.1 past the right edge
+    (tmp_path / "labels/val/v.txt").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="rtdetr.data"):
+        ds = build_dataset(tmp_path, "val")
+    assert "1 x boxes reaching more than 0.01 outside the image, clipped to it (e.g. " in caplog.text
+    assert "v.txt:13" in caplog.text
+    boxes = ds[0][1]["boxes"].as_subclass(torch.Tensor)
+    assert len(boxes) == 13 and torch.allclose(boxes[-1], torch.tensor([44.8, 12.8, 64.0, 19.2]))

@@ -39,21 +39,6 @@ __all__ = ["CocoDetection", "read_coco_categories"]
 logger = logging.getLogger(__name__)
 
 
-def _report_far_boxes(issues: IssueLog, far: list[str], checked: int, tolerance: float, max_share: float) -> None:
-    """A few boxes far over the edge are annotation slips (clipped, as the reference loader
-    clips every box); many mean the file's boxes are not COCO's pixel ``[x, y, w, h]``."""
-    if len(far) > max(1.0, max_share * checked):
-        kind = (
-            f"boxes outside the image by more than {tolerance:g} px ({len(far)} of {checked} boxes, over "
-            f"{max_share:.0%}: COCO boxes are [x, y, width, height] in pixels, not [x1, y1, x2, y2] or normalized)"
-        )
-        for example in far:
-            issues.error(kind, example)
-    else:
-        for example in far:
-            issues.warn(f"boxes reaching more than {tolerance:g} px outside the image, clipped to it", example)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {path}")
@@ -208,7 +193,8 @@ class CocoDetection(DetectionDataset):
             image["boxes"].append((x1, y1, x2, y2))
             image["labels"].append(label)
 
-        _report_far_boxes(issues, far, checked, tolerance, max_outside_share)
+        expected = "COCO boxes are [x, y, width, height] in pixels, not [x1, y1, x2, y2] or normalized"
+        issues.far_boxes(far, checked, limit=f"{tolerance:g} px", max_share=max_outside_share, expected=expected)
         issues.finish(logger)
         records = []
         for image_id, image in images.items():

@@ -85,6 +85,21 @@ class IssueLog:
             lines.append(f"  - {issue.count} x {kind} (e.g. {'; '.join(issue.examples)}{more})")
         return lines
 
+    def far_boxes(self, far: list[str], checked: int, *, limit: str, max_share: float, expected: str) -> None:
+        """Report boxes reaching further out of their image than ``limit``, out of ``checked``.
+
+        A few are annotation slips (the reader clips them, as the reference loader clips
+        every box): a warning. More than ``max_share`` of the boxes mean the file holds
+        another box format: fatal, saying what the format should be (``expected``).
+        """
+        if len(far) > max(1.0, max_share * checked):
+            kind = f"boxes outside the image by more than {limit} ({len(far)} of {checked} boxes, over {max_share:.0%}: {expected})"
+            for example in far:
+                self.error(kind, example)
+        else:
+            for example in far:
+                self.warn(f"boxes reaching more than {limit} outside the image, clipped to it", example)
+
     def finish(self, logger: logging.Logger) -> None:
         """Log the tolerated problems, then raise one ``DatasetError`` for the fatal ones."""
         if self._warn:

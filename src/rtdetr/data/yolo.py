@@ -10,10 +10,11 @@ Validation, reported all at once like the COCO reader:
 
 * fatal: a split source (folder or ``.txt`` list) that does not exist
   (``FileNotFoundError``); listed images that are missing; unparsable lines;
-  class indices outside 0..C-1; coordinates more than ``box_tolerance``
-  (normalized) outside [0, 1]; negative width/height;
-* repaired with a logged warning: coordinates slightly outside [0, 1] (clipped),
-  zero-size boxes (skipped);
+  class indices outside 0..C-1; negative width/height; more than ``max_outside_share``
+  of the boxes reaching over ``box_tolerance`` (normalized) outside [0, 1] (pixel
+  coordinates where YOLO has normalized ones);
+* repaired with a logged warning: boxes outside [0, 1] (clipped; those over
+  ``box_tolerance`` out reported apart), zero-size boxes, clipped ones included (skipped);
 * logged at INFO: images without a label file or with an empty one (kept as negatives).
 """
 
@@ -63,10 +64,11 @@ def label_path_for(image: Path) -> Path:
 
 
 def _parse_label_file(
-    path: Path, num_classes: int, tolerance: float, issues: IssueLog
-) -> tuple[list[tuple[float, float, float, float]], list[int]]:
-    """Boxes (normalized xyxy) and labels of one label file."""
-    boxes, labels = [], []
+    path: Path, num_classes: int, tolerance: float, issues: IssueLog, far: list[str]
+) -> tuple[list[tuple[float, float, float, float]], list[int], int]:
+    """Boxes (normalized xyxy), labels and the count of boxes checked against the image of
+    one label file; boxes over ``tolerance`` outside [0, 1] are appended to ``far`` (and clipped)."""
+    boxes, labels, checked = [], [], 0
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -93,11 +95,11 @@ def _parse_label_file(
         else:
             xs, ys = values[1::2], values[2::2]
             x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        checked += 1
         overhang = max(-x1, -y1, x2 - 1.0, y2 - 1.0)
         if overhang > tolerance:
-            issues.error(f"boxes outside [0, 1] by more than {tolerance:g}", where)
-            continue
-        if overhang > 1e-6:
+            far.append(where)
+        elif overhang > 1e-6:
             issues.warn("boxes clipped to [0, 1]", where)
         x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, 1.0), min(y2, 1.0)
         if x2 <= x1 or y2 <= y1:
@@ -105,7 +107,7 @@ def _parse_label_file(
             continue
         boxes.append((x1, y1, x2, y2))
         labels.append(int(cls))
-    return boxes, labels
+    return boxes, labels, checked
 
 
 class YoloDetection(DetectionDataset):
@@ -116,7 +118,9 @@ class YoloDetection(DetectionDataset):
         class_names: names of classes 0..C-1 (from ``data.yaml``).
         root: folder that ``file_name`` entries (and the COCO gt) are relative to.
         transforms: applied as ``transforms(image, target)``.
-        box_tolerance: normalized overhang beyond [0, 1] that is still clipped.
+        box_tolerance: normalized overhang beyond [0, 1] that counts as only imprecise.
+        max_outside_share: the share of boxes that may overhang by more than that (they
+            are clipped too) before the split is refused as holding pixel coordinates.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class YoloDetection(DetectionDataset):
         root: Path | str | None = None,
         transforms: Transform | None = None,
         box_tolerance: float = 0.01,
+        max_outside_share: float = 0.1,
     ):
         sources = [Path(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])]
         if not class_names:
@@ -137,7 +142,7 @@ class YoloDetection(DetectionDataset):
         images: list[Path] = []
         for source in sources:
             images += list_images(source)
-        records, unlabeled = [], 0
+        records, unlabeled, far, checked = [], 0, [], 0
         for path in images:
             if not path.is_file():
                 issues.error("listed images that do not exist", str(path))
@@ -145,7 +150,8 @@ class YoloDetection(DetectionDataset):
             label_file = label_path_for(path)
             boxes, labels = [], []
             if label_file.is_file():
-                boxes, labels = _parse_label_file(label_file, len(class_names), box_tolerance, issues)
+                boxes, labels, n = _parse_label_file(label_file, len(class_names), box_tolerance, issues, far)
+                checked += n
             else:
                 unlabeled += 1
             try:
@@ -161,6 +167,8 @@ class YoloDetection(DetectionDataset):
                     labels=np.asarray(labels, dtype=np.int64),
                 )
             )
+        expected = "YOLO labels are 'class cx cy w h' normalized by the image size, not pixels"
+        issues.far_boxes(far, checked, limit=f"{box_tolerance:g}", max_share=max_outside_share, expected=expected)
         issues.finish(logger)
         if not records:
             logger.warning("%s: no images found", name)
