@@ -43,6 +43,26 @@ def test_schedule_is_resized_to_the_measured_rate_and_follows_a_slowdown(monkeyp
     assert 0.0 < sched.get_last_lr()[0] <= 1.0
 
 
+def test_the_rate_is_the_recent_one_so_a_slow_start_is_forgotten(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    sched = _schedule(10**6)
+    budget = TimeBudget(deadline=clock.now + 1000.0, scheduler=sched, steps_per_epoch=5, every=10, skip=1, window=20)
+    assert budget.window == 20
+    step = 0
+    for step in range(1, 41):  # 1 step/s while another job shares the CPU
+        clock.now += 1.0
+        budget.after_step(step)
+    for step in range(41, 101):  # then 4 steps/s
+        clock.now += 0.25
+        budget.after_step(step)
+    # the last estimate (step 91, t=1052.75) measured from the mark at step 71 (t=1047.75): 4 steps/s;
+    # an average since step 1 would say 90 steps / 51.75 s = 1.74 steps/s
+    assert sched.total_iters == 91 + round(4.0 * (2000.0 - 1052.75))
+    # a window shorter than an epoch is widened to the epoch (its evaluation counted in the rate)
+    assert TimeBudget(0.0, sched, steps_per_epoch=500, window=100).window == 500
+
+
 def test_a_fitted_run_ends_its_cosine_near_the_deadline(tmp_path, monkeypatch):
     import functools
 

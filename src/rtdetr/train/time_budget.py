@@ -5,7 +5,11 @@ steps it will get. A cosine schedule sized from a guess either ends early (the l
 its floor while time is left) or never decays. :class:`TimeBudget` measures the run's
 own step rate and re-sizes the schedule every few steps, so the cosine ends with the
 time: no separate speed probe, no steps spent on a throw-away model, and a machine that
-slows down (other jobs, a warm-up of caches) is followed.
+slows down or speeds up (other jobs, a warm-up of caches) is followed. The rate is the
+recent one (a window of at least an epoch or ``window`` steps), not the run's average: an
+average keeps counting a slow start, or another job that ran for a while and ended, and
+ends the schedule early (a 3-minute demo that shared its CPU with another job for ~20 s of
+its first epoch planned ~345 steps and got 360, the last ones at the floor lr).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 
 from .distributed import broadcast_object
 from .optim import WarmupSchedule
@@ -33,14 +38,25 @@ class TimeBudget:
         every: re-estimate after this many optimizer steps.
         skip: the first steps of a run are slow (kernel selection, allocator warm-up):
             the rate is measured from this step on.
+        window: the rate is measured over the last ``max(window, steps_per_epoch)`` steps
+            (an epoch at least, so that a per-epoch evaluation is counted in it), or since
+            ``skip`` while the run is shorter.
     """
 
     def __init__(
-        self, deadline: float, scheduler: WarmupSchedule, steps_per_epoch: int, *, every: int = 20, skip: int = 3
+        self,
+        deadline: float,
+        scheduler: WarmupSchedule,
+        steps_per_epoch: int,
+        *,
+        every: int = 20,
+        skip: int = 3,
+        window: int = 100,
     ) -> None:
         self.deadline, self.scheduler, self.steps_per_epoch = deadline, scheduler, max(1, steps_per_epoch)
         self.every, self.skip = every, skip
-        self._origin: tuple[int, float] | None = None  # (step, time) the rate is measured from
+        self.window = max(1, window, self.steps_per_epoch)
+        self._marks: deque[tuple[int, float]] = deque()  # (step, time) from `skip` on, at each estimate
         self._seen = 0
         self.estimates = 0
 
@@ -49,11 +65,15 @@ class TimeBudget:
         self._seen += 1
         now = time.perf_counter()
         if self._seen == self.skip:
-            self._origin = (step, now)
+            self._marks.append((step, now))
             return None
-        if self._origin is None or (self._seen - self.skip) % self.every:
+        if not self._marks or (self._seen - self.skip) % self.every:
             return None
-        rate = (step - self._origin[0]) / max(1e-9, now - self._origin[1])  # optimizer steps / s
+        while len(self._marks) > 1 and step - self._marks[1][0] >= self.window:
+            self._marks.popleft()  # the oldest mark that still spans `window` steps stays first
+        since_step, since = self._marks[0]
+        self._marks.append((step, now))
+        rate = (step - since_step) / max(1e-9, now - since)  # optimizer steps / s
         total = step + max(0, round(rate * (self.deadline - now)))
         total = broadcast_object(total)  # every rank runs the same schedule (rank 0's estimate)
         self.scheduler.total_iters = max(step + 1, total)
