@@ -116,3 +116,66 @@ def test_train_reports_a_missing_dataset(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nope" in err and "Traceback" not in err
+
+
+def _awkward_coco(root) -> set[int]:
+    """A COCO folder as real exports come: mixed sizes, colour modes and formats, images in a
+    subfolder, sparse category ids (one unused), crowd regions, a negative image and a box
+    hanging far over the edge. Returns the val image ids."""
+    from PIL import Image, ImageDraw
+
+    cats = [{"id": 7, "name": "disc"}, {"id": 23, "name": "block"}, {"id": 91, "name": "bar"}, {"id": 200, "name": "x"}]
+    sizes, modes = [(96, 64), (50, 80), (64, 64), (120, 30)], ["RGB", "L", "RGBA", "P"]
+    val_ids = set()
+    for split, n in (("train", 8), ("val", 4)):
+        (root / split / "sub").mkdir(parents=True)
+        images, anns = [], []
+        for i in range(n):
+            w, h = sizes[i % 4]
+            image = Image.new("RGB", (w, h), (30 * i, 90, 160))
+            draw = ImageDraw.Draw(image)
+            for k, cid in enumerate((7, 23, 91)[: i % 4]):  # image 0 of each four: no objects
+                x, y, bw, bh = 4 + 12 * k, 4 + 6 * k, 14, 12
+                draw.rectangle([x, y, x + bw, y + bh], fill=(250, 40 * k, 10))
+                anns.append({"id": len(anns) + 1, "image_id": 100 + i, "category_id": cid, "bbox": [x, y, bw, bh]})
+            if i == 1:
+                anns.append(
+                    {"id": len(anns) + 1, "image_id": 101, "category_id": 7, "bbox": [2, 2, 9, 9], "iscrowd": 1}
+                )
+                anns.append({"id": len(anns) + 1, "image_id": 101, "category_id": 23, "bbox": [w - 5, 3, 40, 10]})
+            name = f"sub/{i}.png" if i % 2 else f"{i}.{'jpg' if modes[i % 4] in ('RGB', 'L') else 'png'}"
+            image.convert(modes[i % 4]).save(root / split / name)
+            images.append({"id": 100 + i, "file_name": name, "width": w, "height": h})
+            if split == "val":
+                val_ids.add(100 + i)
+        for a in anns:
+            a.setdefault("iscrowd", 0)
+            a["area"] = a["bbox"][2] * a["bbox"][3]
+        (root / "annotations").mkdir(exist_ok=True)
+        doc = {"images": images, "annotations": anns, "categories": cats}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    return val_ids
+
+
+def test_the_issue_check_pair_on_an_awkward_coco_folder(tmp_path):
+    """`rtdetr train --recipe scratch --max-time` then `rtdetr val --save-json`, as the
+    convergence issue will check it, on data unlike ours: results carry the file's ids."""
+    from rtdetr.train.checkpoint import load_checkpoint
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    val_ids = _awkward_coco(data)
+    train = ["train", "--model", "rtdetrv2_hgnetv2_n", "--data", str(data), "--imgsz", "64", "--recipe", "scratch"]
+    assert main([*train, "--max-time", "6", "--out", str(out), "--set", "num_queries=20"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")  # the safe loader
+    assert ckpt["category_ids"] == [7, 23, 91, 200]
+    results = tmp_path / "R.json"
+    assert (
+        main(
+            ["val", "--model", str(out / "last.pt"), "--data", str(data), "--imgsz", "64", "--save-json", str(results)]
+        )
+        == 0
+    )
+    dets = json.loads(results.read_text())
+    assert dets and {d["category_id"] for d in dets} <= {7, 23, 91, 200}
+    assert {d["image_id"] for d in dets} == val_ids
+    assert all(len(d["bbox"]) == 4 and 0.0 <= d["score"] <= 1.0 for d in dets)
