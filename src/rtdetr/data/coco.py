@@ -152,7 +152,7 @@ class CocoDetection(DetectionDataset):
                 issues.error(f"image files missing from {image_dir}", file_name)
             images[image_id] = {"file_name": file_name, "width": width, "height": height, "boxes": [], "labels": []}
 
-        crowd, checked, far = 0, 0, []  # far: boxes over `tolerance` px outside, (where, box, W, H)
+        crowd, checked, far = 0, 0, []  # far: "ann N in FILE: [box] in WxH" of boxes over `tolerance` px out
         for ann in data.get("annotations", []):
             ann_id = ann.get("id", "?")
             image = images.get(ann.get("image_id"))
