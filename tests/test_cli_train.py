@@ -124,9 +124,10 @@ def _awkward_coco(root) -> set[int]:
     hanging far over the edge. Returns the val image ids."""
     from PIL import Image, ImageDraw
 
-    cats = [{"id": 7, "name": "disc"}, {"id": 23, "name": "block"}, {"id": 91, "name": "bar"}, {"id": 200, "name": "x"}]
+    from .data.conftest import write_coco
+
+    cats = [(7, "disc"), (23, "block"), (91, "bar"), (200, "x")]
     sizes, modes = [(96, 64), (50, 80), (64, 64), (120, 30)], ["RGB", "L", "RGBA", "P"]
-    val_ids = set()
     for split, n in (("train", 8), ("val", 4)):
         (root / split / "sub").mkdir(parents=True)
         images, anns = [], []
@@ -137,24 +138,15 @@ def _awkward_coco(root) -> set[int]:
             for k, cid in enumerate((7, 23, 91)[: i % 4]):  # image 0 of each four: no objects
                 x, y, bw, bh = 4 + 12 * k, 4 + 6 * k, 14, 12
                 draw.rectangle([x, y, x + bw, y + bh], fill=(250, 40 * k, 10))
-                anns.append({"id": len(anns) + 1, "image_id": 100 + i, "category_id": cid, "bbox": [x, y, bw, bh]})
+                anns.append({"image_id": 100 + i, "category_id": cid, "bbox": [x, y, bw, bh]})
             if i == 1:
-                anns.append(
-                    {"id": len(anns) + 1, "image_id": 101, "category_id": 7, "bbox": [2, 2, 9, 9], "iscrowd": 1}
-                )
-                anns.append({"id": len(anns) + 1, "image_id": 101, "category_id": 23, "bbox": [w - 5, 3, 40, 10]})
+                anns.append({"image_id": 101, "category_id": 7, "bbox": [2, 2, 9, 9], "iscrowd": 1})
+                anns.append({"image_id": 101, "category_id": 23, "bbox": [w - 5, 3, 40, 10]})
             name = f"sub/{i}.png" if i % 2 else f"{i}.{'jpg' if modes[i % 4] in ('RGB', 'L') else 'png'}"
             image.convert(modes[i % 4]).save(root / split / name)
-            images.append({"id": 100 + i, "file_name": name, "width": w, "height": h})
-            if split == "val":
-                val_ids.add(100 + i)
-        for a in anns:
-            a.setdefault("iscrowd", 0)
-            a["area"] = a["bbox"][2] * a["bbox"][3]
-        (root / "annotations").mkdir(exist_ok=True)
-        doc = {"images": images, "annotations": anns, "categories": cats}
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
-    return val_ids
+            images.append((100 + i, name, w, h))
+        write_coco(root, images, anns, cats, split=split, create_files=False)
+    return {image_id for image_id, *_ in images}  # the last split's: val
 
 
 def test_the_issue_check_pair_on_an_awkward_coco_folder(tmp_path):
