@@ -1,4 +1,4 @@
-"""ModelEMA: the average it keeps, and that it follows the source model it is given."""
+"""ModelEMA: the average it keeps, and that it follows the source model it is given; the lr schedule's shape."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import torch
 from torch import nn
 
-from rtdetr.train.optim import ModelEMA
+import pytest
+
+from rtdetr.train.optim import ModelEMA, WarmupSchedule
 
 
 def _net() -> nn.Module:
@@ -74,3 +76,25 @@ def test_a_loaded_ema_keeps_the_decay_it_was_saved_with():
     fresh = ModelEMA(model, decay=0.99, warmups=3)
     fresh.load_state_dict(old_state)
     assert fresh.decay == 0.99
+
+
+def _factors(steps: list[int], **kw) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupSchedule(opt, schedule="cosine", total_iters=100, **kw)
+    return [schedule._factor(s) for s in steps]
+
+
+def test_flat_cosine_holds_the_peak_then_decays_over_the_rest() -> None:
+    steps = [0, 9, 30, 60, 80, 99, 100, 150]
+    plain = _factors(steps, warmup_iters=10)
+    flat = _factors(steps, warmup_iters=10, flat_share=0.6)
+    # the same warm-up; the plain cosine decays from step 0 on, the flat one holds the peak to step 60
+    assert flat[:2] == pytest.approx([0.1, 1.0]) and plain[0] == pytest.approx(0.1) and plain[1] < 0.99
+    assert plain[2] < 0.95 and flat[2] == pytest.approx(1.0) and flat[3] == pytest.approx(1.0)
+    # then a half cosine over the remaining 40 steps: at 80 half-way, 0.05 + 0.95 * 0.5
+    assert flat[4] == pytest.approx(0.05 + 0.95 * 0.5)
+    assert flat[6:] == pytest.approx([0.05, 0.05]) and plain[6:] == pytest.approx([0.05, 0.05])
+    # flat_share=0 is the plain cosine, step for step
+    assert _factors(steps, warmup_iters=10, flat_share=0.0) == plain
+    with pytest.raises(ValueError, match="flat_share"):
+        _factors(steps, flat_share=1.0)

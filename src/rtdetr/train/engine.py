@@ -145,6 +145,7 @@ class Trainer:
             warmup_iters=config.warmup_iters,
             total_iters=self.steps_per_epoch * config.epochs,
             schedule=config.lr_schedule,
+            flat_share=config.lr_flat_share,
         )
         use_scaler = self.amp_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)

@@ -66,7 +66,9 @@ def build_optimizer(
 class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
     """Per-optimizer-step lr factor: linear warmup, then flat (reference) or cosine to ``min_factor``.
 
-    Warmup factor at step s is min(1, (s + 1) / warmup_iters), as in the reference.
+    Warmup factor at step s is min(1, (s + 1) / warmup_iters), as in the reference. With
+    ``flat_share`` > 0 the cosine holds the peak lr for that share of ``total_iters`` and
+    decays over the rest (D-FINE / DEIM's "flat-cosine"); 0 is the plain cosine.
     """
 
     def __init__(
@@ -77,11 +79,15 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
         total_iters: int | None = None,
         schedule: str = "flat",
         min_factor: float = 0.05,
+        flat_share: float = 0.0,
     ) -> None:
         if schedule not in ("flat", "cosine"):
             raise ValueError(f"lr schedule must be 'flat' or 'cosine', got {schedule!r}")
         if schedule == "cosine" and not total_iters:
             raise ValueError("a cosine schedule needs total_iters")
+        if not 0.0 <= flat_share < 1.0:
+            raise ValueError(f"flat_share must be in [0, 1), got {flat_share}")
+        self.flat_share = flat_share
         self.warmup_iters, self.total_iters, self.schedule, self.min_factor = (
             warmup_iters,
             total_iters,
@@ -94,7 +100,8 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
         warm = min(1.0, (step + 1) / self.warmup_iters) if self.warmup_iters > 0 else 1.0
         if self.schedule == "flat":
             return warm
-        progress = min(1.0, step / max(1, self.total_iters))
+        flat = self.flat_share * self.total_iters  # steps at the peak before the decay starts
+        progress = min(1.0, max(0.0, step - flat) / max(1.0, self.total_iters - flat))
         return warm * (self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 

@@ -29,6 +29,7 @@ OVERRIDE_FIELDS = (
     "dense_cls_loss",
     "mosaic_prob",
     "mosaic_stop_epoch",
+    "lr_flat_share",
 )
 
 
@@ -52,6 +53,9 @@ class TrainConfig:
         clip_max_norm: gradient-norm clip (0 disables).
         warmup_iters / lr_schedule: linear warmup over optimizer steps, then "flat"
             (reference) or "cosine" (better for short runs).
+        lr_flat_share: with "cosine", the share of the run's steps held at the peak lr
+            before the decay starts (D-FINE / DEIM's flat-cosine); 0 decays from the
+            end of the warmup.
         ema_decay / ema_warmup: weight EMA; evaluation and ``best.pt`` use the EMA.
         ema_max_share: with a time budget (``max_time_s``, schedule fitted to it), cap the
             EMA's horizon, 1 / (1 - decay) steps, at this share of the run's expected steps
@@ -97,6 +101,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_iters: int = 2000
     lr_schedule: str = "flat"
+    lr_flat_share: float = 0.0
     ema: bool = True
     ema_decay: float = 0.9999
     ema_warmup: int = 2000
@@ -170,6 +175,8 @@ class TrainConfig:
             _bad("ema_decay", self.ema_decay, "a number in [0, 1)")
         if not (isinstance(self.ema_max_share, (int, float)) and 0.0 <= self.ema_max_share <= 1.0):
             _bad("ema_max_share", self.ema_max_share, "a number in [0, 1]")
+        if not (isinstance(self.lr_flat_share, (int, float)) and 0.0 <= self.lr_flat_share < 1.0):
+            _bad("lr_flat_share", self.lr_flat_share, "a number in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
             _bad("lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}")
         if self.amp_dtype not in AMP_DTYPES:
