@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
-
-import pytest
 
 from rtdetr.train.optim import ModelEMA, WarmupSchedule
 

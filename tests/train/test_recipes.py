@@ -22,6 +22,7 @@ def test_scratch_recipe_sets_its_preset_settings_and_queries():
     assert (cfg.lr, cfg.backbone_lr, cfg.lr_schedule, cfg.batch_size) == (1e-3, 1e-3, "cosine", 4)
     assert (cfg.ema_decay, cfg.multi_scale, cfg.stop_epoch, cfg.imgsz) == (0.99, False, 0, 320)
     assert cfg.ema_max_share == 0.05  # a short budgeted run averages over at most 5% of its steps
+    assert (cfg.lr_flat_share, cfg.betas) == (0.5, (0.9, 0.99))  # flat-cosine, a ~100-step second moment
     assert overrides == {"num_queries": 100, "num_layers": 2, "dense_enc_outputs": True}
 
 

@@ -186,6 +186,9 @@ def test_an_empty_training_set_is_a_user_error_naming_it(tmp_path):
         ("num_workers", -1, "--workers"),
         ("ema_decay", 1.5, "--ema-decay"),
         ("lr_schedule", "linear", "--lr-schedule"),
+        ("lr_flat_share", 1.0, "--set lr_flat_share=..."),
+        ("betas", 0.9, r"--set betas=..."),
+        ("betas", (0.9, 1.5), r"--set betas=..."),
     ],
 )
 def test_invalid_training_settings_are_user_errors_naming_the_flag(field, value, flag):

@@ -16,7 +16,7 @@ LR_SCHEDULES = ("flat", "cosine")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 CLS_LOSSES = ("vfl", "mal")
 DENSE_CLS_LOSSES = ("bce", "vfl")
-# Sample-efficiency options with no flag of their own: set as ``--set KEY=VALUE`` (``rtdetr
+# Sample-efficiency and optimizer options with no flag of their own: set as ``--set KEY=VALUE`` (``rtdetr
 # train``, see split_overrides), which is what their error messages name.
 OVERRIDE_FIELDS = (
     "loss_cls",
@@ -30,6 +30,7 @@ OVERRIDE_FIELDS = (
     "mosaic_prob",
     "mosaic_stop_epoch",
     "lr_flat_share",
+    "betas",
 )
 
 
@@ -175,6 +176,12 @@ class TrainConfig:
             _bad("ema_decay", self.ema_decay, "a number in [0, 1)")
         if not (isinstance(self.ema_max_share, (int, float)) and 0.0 <= self.ema_max_share <= 1.0):
             _bad("ema_max_share", self.ema_max_share, "a number in [0, 1]")
+        if not (
+            isinstance(self.betas, (tuple, list))
+            and len(self.betas) == 2
+            and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)
+        ):
+            _bad("betas", self.betas, "two numbers in [0, 1), e.g. (0.9, 0.999)")
         if not (isinstance(self.lr_flat_share, (int, float)) and 0.0 <= self.lr_flat_share < 1.0):
             _bad("lr_flat_share", self.lr_flat_share, "a number in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
