@@ -195,6 +195,15 @@ def test_param_groups_and_frozen_backbone(tmp_path):
     _assert_same_state(before, trainer.model.backbone.state_dict())  # BN statistics too
 
 
+def test_betas_and_the_flat_share_reach_the_optimizer_and_the_schedule(tmp_path):
+    trainer = _trainer(tmp_path, epochs=10, betas=(0.9, 0.99), lr_schedule="cosine", lr_flat_share=0.5)
+    assert {g["betas"] for g in trainer.optimizer.param_groups} == {(0.9, 0.99)}
+    sched = trainer.scheduler
+    half = sched.total_iters // 2
+    assert half > sched.warmup_iters  # past the warm-up, still in the flat half
+    assert sched.flat_share == 0.5 and sched._factor(half - 1) == 1.0 and sched._factor(sched.total_iters) < 0.1
+
+
 def test_worker_count_defaults_to_the_machine_and_an_explicit_count_wins(tmp_path, monkeypatch):
     import rtdetr.data.workers as workers
 

@@ -55,8 +55,8 @@ class TrainConfig:
         warmup_iters / lr_schedule: linear warmup over optimizer steps, then "flat"
             (reference) or "cosine" (better for short runs).
         lr_flat_share: with "cosine", the share of the run's steps held at the peak lr
-            before the decay starts (D-FINE / DEIM's flat-cosine); 0 decays from the
-            end of the warmup.
+            before the decay starts (D-FINE / DEIM's flat-cosine); 0 is the plain cosine,
+            which decays from step 0 on (under the warm-up).
         ema_decay / ema_warmup: weight EMA; evaluation and ``best.pt`` use the EMA.
         ema_max_share: with a time budget (``max_time_s``, schedule fitted to it), cap the
             EMA's horizon, 1 / (1 - decay) steps, at this share of the run's expected steps
