@@ -87,12 +87,12 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
             raise ValueError("a cosine schedule needs total_iters")
         if not 0.0 <= flat_share < 1.0:
             raise ValueError(f"flat_share must be in [0, 1), got {flat_share}")
-        self.flat_share = flat_share
-        self.warmup_iters, self.total_iters, self.schedule, self.min_factor = (
+        self.warmup_iters, self.total_iters, self.schedule, self.min_factor, self.flat_share = (
             warmup_iters,
             total_iters,
             schedule,
             min_factor,
+            flat_share,
         )
         super().__init__(optimizer, self._factor)
 

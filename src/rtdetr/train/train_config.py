@@ -153,6 +153,9 @@ class TrainConfig:
                 what = "an integer" if integer else "a number"
                 _bad(name, value, f"{what} >= {low:g}" + (" (or unset)" if optional else ""))
 
+        def in_unit_interval(value: Any, *, closed: bool = False) -> bool:  # [0, 1), or [0, 1] if closed
+            return isinstance(value, (int, float)) and 0.0 <= value and (value <= 1.0 if closed else value < 1.0)
+
         at_least("epochs", 1)
         at_least("batch_size", 1)
         at_least("imgsz", 32)  # the coarsest feature map has stride 32
@@ -172,17 +175,15 @@ class TrainConfig:
             at_least("max_time_s", 0, integer=False)
             if self.max_time_s <= 0:
                 _bad("max_time_s", self.max_time_s, "a positive number of seconds")
-        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
+        if not in_unit_interval(self.ema_decay):
             _bad("ema_decay", self.ema_decay, "a number in [0, 1)")
-        if not (isinstance(self.ema_max_share, (int, float)) and 0.0 <= self.ema_max_share <= 1.0):
+        if not in_unit_interval(self.ema_max_share, closed=True):
             _bad("ema_max_share", self.ema_max_share, "a number in [0, 1]")
         if not (
-            isinstance(self.betas, (tuple, list))
-            and len(self.betas) == 2
-            and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)
+            isinstance(self.betas, (tuple, list)) and len(self.betas) == 2 and all(map(in_unit_interval, self.betas))
         ):
             _bad("betas", self.betas, "two numbers in [0, 1), e.g. (0.9, 0.999)")
-        if not (isinstance(self.lr_flat_share, (int, float)) and 0.0 <= self.lr_flat_share < 1.0):
+        if not in_unit_interval(self.lr_flat_share):
             _bad("lr_flat_share", self.lr_flat_share, "a number in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
             _bad("lr_schedule", self.lr_schedule, f"one of {', '.join(LR_SCHEDULES)}")
