@@ -15,6 +15,8 @@ import weakref
 import torch
 from torch import Tensor, nn
 
+from .train_config import LR_SCHEDULES
+
 __all__ = ["build_param_groups", "build_optimizer", "WarmupSchedule", "ModelEMA"]
 
 
@@ -81,7 +83,7 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
         min_factor: float = 0.05,
         flat_share: float = 0.0,
     ) -> None:
-        if schedule not in ("flat", "cosine"):
+        if schedule not in LR_SCHEDULES:
             raise ValueError(f"lr schedule must be 'flat' or 'cosine', got {schedule!r}")
         if schedule == "cosine" and not total_iters:
             raise ValueError("a cosine schedule needs total_iters")
